@@ -1,0 +1,181 @@
+"""`ProKTTrainingArguments`: `TrainingArguments` plus the knobs of ProKT, KD and fine-tuning.
+
+Every added field has a `help` (so `HfArgumentParser` shows it on the command line) and is
+validated in `__post_init__` with an error that names the field and the fix.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from transformers import TrainingArguments
+
+STRATEGIES = ("prokt", "kd", "finetune")
+CONSTRAINTS = ("penalty", "dual")
+TARGETS = ("updated", "stale")
+
+
+@dataclass
+class ProKTTrainingArguments(TrainingArguments):
+    """Training arguments for [`ProKTTrainer`].
+
+    The inherited `learning_rate`, `optim`, `weight_decay`, `lr_scheduler_type`, warm-up and
+    `max_grad_norm` configure the *student*. The teacher's optimizer and scheduler are built the
+    same way, with `teacher_learning_rate` as their learning rate.
+    """
+
+    strategy: str = field(
+        default="prokt",
+        metadata={
+            "help": "Training recipe: 'prokt' (teacher trained with the student and pulled back towards it at "
+            "every step), 'kd' (frozen teacher, classic Hinton distillation) or 'finetune' (no teacher, the "
+            "student learns from labels alone).",
+            "choices": list(STRATEGIES),
+        },
+    )
+    teacher_learning_rate: float = field(
+        default=3e-5,
+        metadata={"help": "Peak learning rate of the teacher's own optimizer (strategy='prokt' only)."},
+    )
+    prokt_lambda: float = field(
+        default=0.4,
+        metadata={
+            "help": "Move-back weight: the teacher step minimises (1 - lambda) * task loss + lambda * "
+            "KL(student || teacher). 0 trains the teacher on labels alone; 1 only pulls it to the student."
+        },
+    )
+    prokt_constraint: str = field(
+        default="penalty",
+        metadata={
+            "help": "'penalty': the fixed weight prokt_lambda. 'dual': a Lagrange multiplier beta that keeps "
+            "KL(student || teacher) near prokt_epsilon (teacher loss = task + beta * (KL - epsilon)).",
+            "choices": list(CONSTRAINTS),
+        },
+    )
+    prokt_epsilon: float = field(
+        default=0.1,
+        metadata={"help": "KL budget of the dual constraint (prokt_constraint='dual')."},
+    )
+    dual_lr: float = field(
+        default=0.1,
+        metadata={"help": "Step size of the dual ascent: beta <- max(0, beta + dual_lr * (KL - epsilon))."},
+    )
+    dual_init: float = field(
+        default=0.5,
+        metadata={"help": "Initial value of the dual multiplier beta (prokt_constraint='dual')."},
+    )
+    prokt_target: str = field(
+        default="updated",
+        metadata={
+            "help": "What the student learns from: 'updated' (the teacher after its step, as the method "
+            "prescribes) or 'stale' (the teacher's pre-step logits: one teacher forward fewer per step).",
+            "choices": list(TARGETS),
+        },
+    )
+    distill_temperature: float = field(
+        default=1.0,
+        metadata={"help": "Softmax temperature T of both KL terms (the student's is scaled by T^2)."},
+    )
+    distill_alpha: float = field(
+        default=1.0,
+        metadata={
+            "help": "Student loss = alpha * T^2 * KL(teacher || student) + (1 - alpha) * task loss. 1.0 (the "
+            "authors' setting) means the student never sees hard labels."
+        },
+    )
+    hidden_distill_weight: float = field(
+        default=0.0,
+        metadata={"help": "Weight of the MSE between projected student hidden states and mapped teacher layers."},
+    )
+    embedding_distill_weight: float = field(
+        default=0.0,
+        metadata={"help": "Weight of the MSE between the projected student and teacher embedding outputs."},
+    )
+    attention_distill_weight: float = field(
+        default=0.0,
+        metadata={
+            "help": "Weight of the MSE between student and mapped teacher attention maps (load both models "
+            "with attn_implementation='eager' so they return attentions)."
+        },
+    )
+    layer_map: list[int] | str = field(
+        default="uniform",
+        metadata={
+            "help": "Teacher layer (1-based) that each student layer learns from: 'uniform' (student layer i <- "
+            "teacher layer i * L_teacher / L_student) or one index per student layer, e.g. --layer_map 2 4 6."
+        },
+    )
+    zero_init_classifier: bool = field(
+        default=False,
+        metadata={"help": "Zero the final classification layer of both models before training, as the authors did."},
+    )
+    evaluate_teacher: bool | None = field(
+        default=None,
+        metadata={
+            "help": "Also evaluate the teacher at each evaluation, reported as eval_teacher_*. Default: yes for "
+            "'prokt' (the teacher changes), no for 'kd' (it does not)."
+        },
+    )
+
+    def __post_init__(self):
+        self._validate_prokt_fields()
+        super().__post_init__()
+
+    def _validate_prokt_fields(self) -> None:
+        def fail(name: str, problem: str, fix: str) -> None:
+            raise ValueError(f"ProKTTrainingArguments.{name}: {problem}. {fix}")
+
+        if self.strategy not in STRATEGIES:
+            fail("strategy", f"unknown value {self.strategy!r}", f"Use one of {', '.join(STRATEGIES)}.")
+        if self.prokt_constraint not in CONSTRAINTS:
+            fail("prokt_constraint", f"unknown value {self.prokt_constraint!r}", "Use 'penalty' or 'dual'.")
+        if self.prokt_target not in TARGETS:
+            fail("prokt_target", f"unknown value {self.prokt_target!r}", "Use 'updated' or 'stale'.")
+        if not 0.0 <= self.prokt_lambda <= 1.0:
+            fail("prokt_lambda", f"{self.prokt_lambda} is outside [0, 1]", "The authors used 0.3 to 0.4.")
+        if not 0.0 <= self.distill_alpha <= 1.0:
+            fail("distill_alpha", f"{self.distill_alpha} is outside [0, 1]", "Use 1.0 for pure distillation.")
+        if not self.distill_temperature > 0:
+            fail("distill_temperature", f"{self.distill_temperature} is not positive", "Use 1.0 or more.")
+        if not self.teacher_learning_rate > 0:
+            fail("teacher_learning_rate", f"{self.teacher_learning_rate} is not positive", "The authors used 3e-5.")
+        for name in ("prokt_epsilon", "dual_lr", "dual_init", "hidden_distill_weight",
+                     "embedding_distill_weight", "attention_distill_weight"):
+            if getattr(self, name) < 0:
+                fail(name, f"{getattr(self, name)} is negative", "Use 0 or a positive number.")
+        self.layer_map = self._parse_layer_map(self.layer_map, fail)
+        if self.strategy == "finetune" and self.uses_intermediate_terms:
+            fail("hidden_distill_weight", "intermediate distillation terms need a teacher, but strategy is "
+                 "'finetune'", "Set the *_distill_weight fields to 0, or use strategy 'kd' or 'prokt'.")
+
+    @staticmethod
+    def _parse_layer_map(value, fail):
+        if value == "uniform" or value is None:
+            return "uniform"
+        if isinstance(value, str):
+            try:
+                value = [int(part) for part in value.replace(",", " ").split()]
+            except ValueError:
+                fail("layer_map", f"{value!r} is neither 'uniform' nor a list of layer indices",
+                     "Write e.g. '2,4,6' or [2, 4, 6].")
+        if not isinstance(value, (list, tuple)) or not all(isinstance(i, int) for i in value) or not value:
+            fail("layer_map", f"{value!r} is not a list of integers", "Write e.g. [2, 4, 6].")
+        if any(i < 1 for i in value):
+            fail("layer_map", f"{list(value)} has an index below 1", "Teacher layers are numbered from 1.")
+        return list(value)
+
+    @property
+    def uses_intermediate_terms(self) -> bool:
+        """Whether any hidden-state, embedding or attention term is switched on."""
+        return (self.hidden_distill_weight + self.embedding_distill_weight + self.attention_distill_weight) > 0
+
+    @property
+    def teacher_is_trained(self) -> bool:
+        """Whether the teacher gets an optimizer (only ProKT trains it)."""
+        return self.strategy == "prokt"
+
+    @property
+    def should_evaluate_teacher(self) -> bool:
+        if self.evaluate_teacher is None:
+            return self.strategy == "prokt"
+        return self.evaluate_teacher and self.strategy != "finetune"

@@ -1,0 +1,550 @@
+"""`ProKTTrainer`: ProKT, KD and fine-tuning on top of `transformers.Trainer`.
+
+One optimizer step of ProKT (docs/method.md), for a batch ``(x, y)``:
+
+1. ``z_S = student(x)``: one forward with a graph; its detached logits are the teacher's target.
+2. Teacher step: ``L_T = (1 - lam) * task(z_T, y) + lam * T^2 * KL(p_S || p_T)``; backward, clip, step
+   the teacher's own optimizer and scheduler.
+3. ``z_T' = teacher(x)`` after the step, in eval mode, without a graph (skipped with
+   ``prokt_target="stale"``, which reuses the pre-step logits of 2).
+4. Student step: ``L_S = alpha * T^2 * KL(p_T' || p_S) + (1 - alpha) * task(z_S, y)`` (+ intermediate
+   terms), back-propagated through the graph of 1; the `Trainer` loop clips and steps the student.
+
+With gradient accumulation over ``n`` micro-batches the teacher steps once per student step, on the
+same ``n`` micro-batches: at the first micro-batch of the window the trainer runs 1-2 for all of them
+(the student's forwards there are without a graph), steps the teacher, then 3-4 run per micro-batch.
+"""
+
+from __future__ import annotations
+
+import inspect
+import itertools
+import json
+import logging
+import os
+from contextlib import contextmanager, nullcontext
+from dataclasses import dataclass
+
+import datasets
+import torch
+from torch import nn
+from transformers import Trainer, get_scheduler
+
+from .alignment import IntermediateDistiller
+from .arguments import ProKTTrainingArguments
+from .compatibility import check_distillation_pair
+from .heads import zero_classification_layer
+from .losses import dual_ascent, student_loss, teacher_dual_loss, teacher_penalty_loss
+
+logger = logging.getLogger(__name__)
+
+TEACHER_DIR = "teacher"
+TEACHER_OPTIMIZER_NAME = "teacher_optimizer.pt"
+TEACHER_SCHEDULER_NAME = "teacher_scheduler.pt"
+DISTILLER_NAME = "distillation_projections.pt"
+PROKT_STATE_NAME = "prokt_state.json"
+
+
+@dataclass
+class _Target:
+    """What the student learns from: detached teacher outputs. ``logits: [B, C]``; ``hidden_states``
+    and ``attentions`` as the model returns them (or None)."""
+
+    logits: torch.Tensor
+    hidden_states: tuple | None = None
+    attentions: tuple | None = None
+
+    @classmethod
+    def detached(cls, outputs) -> _Target:
+        def detach(features):
+            return None if features is None else tuple(f.detach() for f in features)
+
+        return cls(
+            outputs.logits.detach(),
+            detach(getattr(outputs, "hidden_states", None)),
+            detach(getattr(outputs, "attentions", None)),
+        )
+
+
+class ProKTTrainer(Trainer):
+    """A `Trainer` that distils `teacher_model` into `model` (the student).
+
+    `args.strategy` picks the recipe: ``"prokt"`` (the teacher is trained with the student and pulled
+    back towards it at every step), ``"kd"`` (frozen teacher) or ``"finetune"`` (no teacher). Every
+    other argument is the `Trainer`'s own; `save_model()` writes the student alone.
+
+    Attributes:
+        teacher_model: the unwrapped teacher (None for ``"finetune"``).
+        teacher_optimizer, teacher_lr_scheduler: the teacher's own, for ``"prokt"`` (created by `train()`).
+        dual_beta: the Lagrange multiplier of ``prokt_constraint="dual"``.
+        intermediate_distiller: the learned projections of the intermediate terms, or None.
+    """
+
+    def __init__(self, model: nn.Module | None = None, teacher_model: nn.Module | None = None,
+                 args: ProKTTrainingArguments | None = None, **kwargs):
+        if args is None:
+            args = ProKTTrainingArguments(output_dir="trainer_output")
+        if not isinstance(args, ProKTTrainingArguments):
+            raise TypeError(
+                f"ProKTTrainer needs ProKTTrainingArguments, got {type(args).__name__}. Build the arguments with "
+                "hf_prokt.ProKTTrainingArguments(...) (it accepts every TrainingArguments field)."
+            )
+        self._refuse_unsupported_setups(args, kwargs)
+        check_distillation_pair(model, teacher_model, args.strategy)
+        if args.strategy == "finetune" and teacher_model is not None:
+            logger.warning("strategy='finetune' ignores teacher_model.")
+            teacher_model = None
+
+        super().__init__(model=model, args=args, **kwargs)
+
+        self.teacher_model = teacher_model
+        self._teacher_wrapped = teacher_model
+        self._teacher_prepared = False
+        self._teacher_input_names = _accepted_inputs(teacher_model) if teacher_model is not None else None
+        self.teacher_optimizer = None
+        self.teacher_lr_scheduler = None
+        self.dual_beta = float(args.dual_init)
+        self._teacher_last_lr = None
+        if teacher_model is not None:
+            if self.place_model_on_device:
+                teacher_model.to(args.device)
+            teacher_model.train(args.strategy == "prokt")
+        if args.strategy != "finetune":
+            # Our losses are per-batch means: the Trainer scales them by the accumulation steps.
+            self.model_accepts_loss_kwargs = False
+            self.loss_is_scaled_for_ga = False
+
+        self.intermediate_distiller = self._build_intermediate_distiller() if args.uses_intermediate_terms else None
+        self._distiller_wrapped = self.intermediate_distiller
+        self._distiller_prepared = False
+        if args.zero_init_classifier:
+            zero_classification_layer(self.model)
+            if teacher_model is not None:
+                zero_classification_layer(teacher_model)
+
+        self._window: list | None = None
+        self._window_position = 0
+        self._window_targets: list[_Target] | None = None
+        self._in_window = False
+        self._metric_sums: dict[str, torch.Tensor] = {}
+        self._metric_counts: dict[str, int] = {}
+        self._evaluating_teacher_too = False
+
+    # ------------------------------------------------------------------ set-up
+
+    @staticmethod
+    def _refuse_unsupported_setups(args: ProKTTrainingArguments, kwargs: dict) -> None:
+        if args.strategy == "prokt" and kwargs.get("model_init") is not None:
+            raise ValueError(
+                "model_init re-creates the student at every train() call, but ProKT's teacher is trained with "
+                "it and would not be re-created. Pass model=<student> and teacher_model=<teacher> instead."
+            )
+        if args.strategy != "finetune" and kwargs.get("compute_loss_func") is not None:
+            raise ValueError(
+                f"compute_loss_func would replace the distillation loss of strategy={args.strategy!r}. Remove "
+                "it (the student loss is set by distill_alpha and distill_temperature), or use 'finetune'."
+            )
+        if args.strategy != "finetune" and (args.deepspeed or args.fsdp):
+            raise ValueError(
+                "ProKTTrainer does not yet run a teacher under DeepSpeed or FSDP. Use DDP "
+                "(accelerate launch without an FSDP/DeepSpeed config), which ProKTTrainer supports."
+            )
+
+    def _example_batch(self, size: int = 2) -> dict:
+        """A tiny collated batch from the training set, to learn the models' output shapes."""
+        if self.train_dataset is None:
+            raise ValueError(
+                "the intermediate distillation terms need the train_dataset when the trainer is built (their "
+                "projections are sized from one example batch). Pass train_dataset=... to ProKTTrainer."
+            )
+        dataset, collator = self.train_dataset, self.data_collator
+        if isinstance(dataset, datasets.Dataset) and self.args.remove_unused_columns:
+            dataset = self._remove_unused_columns(dataset, description="training")
+        elif self.args.remove_unused_columns:
+            collator = self._get_collator_with_removed_columns(collator, description="training")
+        if isinstance(dataset, torch.utils.data.IterableDataset) or not hasattr(dataset, "__len__"):
+            examples = list(itertools.islice(iter(dataset), size))
+        else:
+            examples = [dataset[i] for i in range(min(size, len(dataset)))]
+        return self._prepare_inputs(collator(examples))
+
+    @torch.no_grad()
+    def _build_intermediate_distiller(self) -> IntermediateDistiller:
+        """Probe both models on one example batch (eval mode, no graph) and size the projections."""
+        batch = self._example_batch()
+        modes = (self.model.training, self.teacher_model.training)
+        self.model.eval()
+        self.teacher_model.eval()
+        try:
+            student_outputs = self.model(**self._model_inputs(batch), **self._intermediate_output_flags())
+            teacher_outputs = self._call_teacher(self.teacher_model, batch, self._intermediate_output_flags())
+        except TypeError as error:
+            raise ValueError(
+                f"a model refused the output flags the intermediate terms need ({error}). Set the "
+                "*_distill_weight fields to 0 for this model pair."
+            ) from error
+        finally:
+            self.model.train(modes[0])
+            self.teacher_model.train(modes[1])
+        distiller = IntermediateDistiller(
+            student_outputs, teacher_outputs, self.args.layer_map,
+            hidden_weight=self.args.hidden_distill_weight,
+            embedding_weight=self.args.embedding_distill_weight,
+            attention_weight=self.args.attention_distill_weight,
+        )
+        return distiller.to(self.args.device)
+
+    def create_optimizer(self, model=None):
+        """The student's optimizer, plus the intermediate projections (trained with the student)."""
+        optimizer = super().create_optimizer(model)
+        if self.intermediate_distiller is not None:
+            in_optimizer = {id(p) for group in optimizer.param_groups for p in group["params"]}
+            params = [p for p in self.intermediate_distiller.parameters() if id(p) not in in_optimizer]
+            decay = [p for p in params if p.dim() > 1]
+            no_decay = [p for p in params if p.dim() <= 1]
+            for group_params, weight_decay in ((decay, self.args.weight_decay), (no_decay, 0.0)):
+                if group_params:
+                    optimizer.add_param_group({"params": group_params, "weight_decay": weight_decay})
+        return optimizer
+
+    def create_scheduler(self, num_training_steps: int, optimizer=None):
+        """The student's scheduler, as `Trainer` builds it; then the teacher is set up for training:
+        prepared by the accelerator (device, mixed precision, DDP) and, for ProKT, given an optimizer and
+        a scheduler built like the student's with `teacher_learning_rate`."""
+        scheduler = super().create_scheduler(num_training_steps, optimizer)
+        if optimizer is None:
+            self._prepare_teacher_for_training(num_training_steps)
+        return scheduler
+
+    def _prepare_teacher_for_training(self, num_training_steps: int) -> None:
+        if self.intermediate_distiller is not None and not self._distiller_prepared:
+            self._distiller_wrapped = self.accelerator.prepare_model(self.intermediate_distiller)
+            self._distiller_prepared = True
+        if self.teacher_model is None:
+            return
+        if self.args.strategy == "kd":
+            if not self._teacher_prepared:
+                self._teacher_wrapped = self.accelerator.prepare_model(self.teacher_model, evaluation_mode=True)
+                self._teacher_prepared = True
+            self.teacher_model.eval()
+            return
+        if self.teacher_optimizer is None:
+            self.teacher_optimizer = self._create_teacher_optimizer()
+            self._teacher_wrapped, self.teacher_optimizer = self.accelerator.prepare(
+                self.teacher_model, self.teacher_optimizer
+            )
+            self._teacher_prepared = True
+        self.teacher_lr_scheduler = get_scheduler(
+            self.args.lr_scheduler_type,
+            optimizer=self.teacher_optimizer,
+            num_warmup_steps=self.args.get_warmup_steps(num_training_steps),
+            num_training_steps=num_training_steps,
+            scheduler_specific_kwargs=self.args.lr_scheduler_kwargs,
+        )
+
+    def _create_teacher_optimizer(self) -> torch.optim.Optimizer:
+        """The student's optimizer recipe (class, betas, eps, weight-decay groups) at the teacher's rate."""
+        if self.optimizer_cls_and_kwargs is not None:
+            optimizer_cls, optimizer_kwargs = self.optimizer_cls_and_kwargs
+        else:
+            optimizer_cls, optimizer_kwargs = self.get_optimizer_cls_and_kwargs(self.args, self.teacher_model)
+        optimizer_kwargs = {**optimizer_kwargs, "lr": self.args.teacher_learning_rate}
+        for key in ("params", "model", "optimizer_dict"):
+            if key in optimizer_kwargs:
+                raise ValueError(
+                    f"optim={self.args.optim!r} builds its optimizer around one model and cannot also drive "
+                    "the ProKT teacher. Use a standard optimizer (e.g. adamw_torch)."
+                )
+        decay_names = set(self.get_decay_parameter_names(self.teacher_model))
+        named = [(n, p) for n, p in self.teacher_model.named_parameters() if p.requires_grad]
+        if not named:
+            raise ValueError("the ProKT teacher has no trainable parameter; use strategy='kd' for a frozen teacher.")
+        groups = [
+            {"params": [p for n, p in named if n in decay_names], "weight_decay": self.args.weight_decay},
+            {"params": [p for n, p in named if n not in decay_names], "weight_decay": 0.0},
+        ]
+        return optimizer_cls([g for g in groups if g["params"]], **optimizer_kwargs)
+
+    # ------------------------------------------------------------------ the step
+
+    def get_batch_samples(self, epoch_iterator, num_batches, device):
+        """Remember the micro-batches of each optimizer step: ProKT's teacher steps once per window."""
+        batch_samples, num_items_in_batch = super().get_batch_samples(epoch_iterator, num_batches, device)
+        self._window, self._window_position, self._window_targets = batch_samples, 0, None
+        return batch_samples, num_items_in_batch
+
+    def training_step(self, model, inputs, num_items_in_batch=None):
+        window = self._window
+        self._in_window = (
+            self.args.strategy == "prokt"
+            and window is not None
+            and len(window) > 1
+            and self._window_position < len(window)
+            and inputs is window[self._window_position]
+        )
+        if self._in_window and self._window_position == 0:
+            self._window_targets = self._teacher_step_for_window(model, window)
+        try:
+            return super().training_step(model, inputs, num_items_in_batch)
+        finally:
+            if self._in_window:
+                self._window_position += 1
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        """Fine-tuning and evaluation: the `Trainer`'s loss. Distillation: steps 1-4 (module docstring)."""
+        if self.args.strategy == "finetune" or not model.training:
+            return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+        labels = inputs.get("labels")
+        student_outputs = model(**self._model_inputs(inputs), **self._intermediate_output_flags())
+        target = self._distillation_target(inputs, student_outputs)
+
+        loss, parts = student_loss(
+            student_outputs.logits, target.logits, labels, self.args.distill_alpha,
+            self.args.distill_temperature, self.args.label_smoothing_factor,
+        )
+        if self.intermediate_distiller is not None:
+            intermediate_loss, intermediate_parts = self._distiller_wrapped(
+                student_outputs, target, inputs.get("attention_mask")
+            )
+            loss = loss + intermediate_loss
+            parts.update(intermediate_parts)
+        self._record({f"student_{name}": value for name, value in parts.items()})
+        return (loss, student_outputs) if return_outputs else loss
+
+    def _distillation_target(self, inputs: dict, student_outputs) -> _Target:
+        """The teacher outputs the student learns from on this micro-batch (steps 2-3 for ProKT)."""
+        if self.args.strategy == "kd":
+            return self._teacher_prediction(inputs)
+        if self._in_window:
+            if self.args.prokt_target == "stale":
+                return self._window_targets[self._window_position]
+            return self._teacher_prediction(inputs)
+        # The whole optimizer step is this micro-batch: the student's forward serves as the target.
+        stale = self._teacher_step([(inputs, student_outputs.logits.detach())])
+        return stale[0] if self.args.prokt_target == "stale" else self._teacher_prediction(inputs)
+
+    @torch.no_grad()
+    def _teacher_step_for_window(self, model, window: list) -> list[_Target]:
+        """Steps 1-2 over all micro-batches of an accumulation window (student forwards without a graph)."""
+        model.train()
+        batches = []
+        for raw_inputs in window:
+            inputs = self._prepare_inputs(raw_inputs)
+            batches.append((inputs, model(**self._model_inputs(inputs)).logits.detach()))
+        with torch.enable_grad():
+            return self._teacher_step(batches)
+
+    def _teacher_step(self, batches: list[tuple[dict, torch.Tensor]]) -> list[_Target]:
+        """Step 2: one optimizer step of the teacher on ``batches`` of ``(inputs, student_logits [B, C])``.
+
+        Gradients accumulate over the batches (each loss divided by their number) and are synchronised
+        across processes on the last one. Returns the detached pre-step teacher outputs (the stale targets).
+        """
+        teacher = self._teacher_wrapped
+        teacher.train()
+        stale_targets, proximities, losses = [], [], []
+        flags = self._intermediate_output_flags() if self.args.prokt_target == "stale" else {}
+        for index, (inputs, student_logits) in enumerate(batches):
+            last = index == len(batches) - 1
+            sync = nullcontext() if last else self.accelerator.no_sync(teacher)
+            with sync:
+                outputs = self._call_teacher(teacher, inputs, flags)
+                labels = inputs.get("labels")
+                if labels is None:
+                    raise ValueError("strategy='prokt' trains the teacher on labels: every training batch needs 'labels'.")
+                if self.args.prokt_constraint == "dual":
+                    loss, proximity = teacher_dual_loss(
+                        outputs.logits, student_logits, labels, self.dual_beta, self.args.prokt_epsilon,
+                        self.args.distill_temperature,
+                    )
+                else:
+                    loss, proximity = teacher_penalty_loss(
+                        outputs.logits, student_logits, labels, self.args.prokt_lambda, self.args.distill_temperature,
+                    )
+                self.accelerator.backward(loss / len(batches))
+            stale_targets.append(_Target.detached(outputs) if self.args.prokt_target == "stale" else None)
+            proximities.append(proximity)
+            losses.append(loss.detach())
+
+        with self._gradients_synced():
+            if self.args.max_grad_norm and self.args.max_grad_norm > 0:
+                self.accelerator.clip_grad_norm_(teacher.parameters(), self.args.max_grad_norm)
+            self._teacher_last_lr = self.teacher_optimizer.param_groups[0]["lr"]
+            self.teacher_optimizer.step()
+            if not self.accelerator.optimizer_step_was_skipped:
+                self.teacher_lr_scheduler.step()
+            self.teacher_optimizer.zero_grad(set_to_none=True)
+
+        proximity = torch.stack(proximities).mean()
+        if self.args.prokt_constraint == "dual":
+            # Every process must hold the same multiplier: average the constraint over processes.
+            global_proximity = self.accelerator.reduce(proximity.clone(), reduction="mean").item()
+            self.dual_beta = dual_ascent(self.dual_beta, global_proximity, self.args.prokt_epsilon, self.args.dual_lr)
+        self._record({"teacher_loss": torch.stack(losses).mean(), "kl_student_teacher": proximity})
+        return stale_targets
+
+    @contextmanager
+    def _gradients_synced(self):
+        """Let the accelerator's optimizer wrapper step although the student is mid-accumulation."""
+        state = self.accelerator.gradient_state
+        previous = state.sync_gradients
+        state._set_sync_gradients(True)
+        try:
+            yield
+        finally:
+            state._set_sync_gradients(previous)
+
+    @torch.no_grad()
+    def _teacher_prediction(self, inputs: dict) -> _Target:
+        """Step 3 (and KD's target): the teacher's outputs in eval mode, without a graph."""
+        teacher = self._teacher_wrapped
+        was_training = teacher.training
+        teacher.eval()
+        try:
+            return _Target.detached(self._call_teacher(teacher, inputs, self._intermediate_output_flags()))
+        finally:
+            teacher.train(was_training)
+
+    def _call_teacher(self, teacher, inputs: dict, flags: dict):
+        names = self._teacher_input_names
+        model_inputs = {k: v for k, v in inputs.items() if k != "labels" and (names is None or k in names)}
+        return teacher(**model_inputs, **flags)
+
+    @staticmethod
+    def _model_inputs(inputs: dict) -> dict:
+        return {k: v for k, v in inputs.items() if k != "labels"}
+
+    def _intermediate_output_flags(self) -> dict:
+        """Ask the models for hidden states / attentions only when a term needs them."""
+        args, flags = self.args, {}
+        if args.hidden_distill_weight > 0 or args.embedding_distill_weight > 0:
+            flags["output_hidden_states"] = True
+        if args.attention_distill_weight > 0:
+            flags["output_attentions"] = True
+        return flags
+
+    def _clip_grad_norm(self, model):
+        """Clip the student's gradients together with those of the projections trained beside it."""
+        if self.intermediate_distiller is None:
+            return super()._clip_grad_norm(model)
+        parameters = list(model.parameters()) + list(self.intermediate_distiller.parameters())
+        return self.accelerator.clip_grad_norm_(parameters, self.args.max_grad_norm)
+
+    # ------------------------------------------------------------------ logging
+
+    def _record(self, values: dict[str, torch.Tensor]) -> None:
+        for name, value in values.items():
+            value = value.detach().float()
+            self._metric_sums[name] = self._metric_sums.get(name, 0.0) + value
+            self._metric_counts[name] = self._metric_counts.get(name, 0) + 1
+
+    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+        """Training logs also carry the distillation terms averaged since the last log, the teacher's
+        learning rate and the dual multiplier."""
+        if "loss" in logs and self._metric_sums:
+            for name in sorted(self._metric_sums):
+                mean = self._metric_sums[name] / self._metric_counts[name]
+                logs[name] = round(self.accelerator.reduce(mean.clone(), reduction="mean").item(), 6)
+            self._metric_sums, self._metric_counts = {}, {}
+            if self._teacher_last_lr is not None:
+                logs["teacher_learning_rate"] = self._teacher_last_lr
+            if self.args.strategy == "prokt" and self.args.prokt_constraint == "dual":
+                logs["prokt_beta"] = self.dual_beta
+        super().log(logs, start_time)
+
+    # ------------------------------------------------------------------ evaluation
+
+    def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix: str = "eval"):
+        """The student's metrics as `Trainer.evaluate` reports them and, when the teacher is evaluated too
+        (`evaluate_teacher`, on by default for ProKT), the teacher's under ``{prefix}_teacher_*``."""
+        self._evaluating_teacher_too = self.teacher_model is not None and self.args.should_evaluate_teacher
+        try:
+            return super().evaluate(eval_dataset, ignore_keys, metric_key_prefix)
+        finally:
+            self._evaluating_teacher_too = False
+
+    def evaluation_loop(self, dataloader, description, prediction_loss_only=None, ignore_keys=None,
+                        metric_key_prefix: str = "eval"):
+        output = super().evaluation_loop(dataloader, description, prediction_loss_only, ignore_keys, metric_key_prefix)
+        if self._evaluating_teacher_too:
+            teacher_prefix = f"{metric_key_prefix}_teacher"
+            with self._teacher_as_model():
+                teacher_output = super().evaluation_loop(
+                    dataloader, f"{description} (teacher)", prediction_loss_only, ignore_keys, teacher_prefix
+                )
+            output.metrics.update(
+                {k: v for k, v in teacher_output.metrics.items() if k.startswith(f"{teacher_prefix}_")}
+            )
+        return output
+
+    @contextmanager
+    def _teacher_as_model(self):
+        saved = self.model, self.model_wrapped
+        was_training = self.teacher_model.training
+        self.model, self.model_wrapped = self.teacher_model, self._teacher_wrapped
+        try:
+            yield
+        finally:
+            self.model, self.model_wrapped = saved
+            self.teacher_model.train(was_training)
+
+    # ------------------------------------------------------------------ checkpoints
+
+    def _save_optimizer_and_scheduler(self, output_dir: str) -> None:
+        """Next to the student's optimizer and scheduler: the teacher's weights, optimizer, scheduler and
+        dual multiplier (ProKT), and the learned projections of the intermediate terms."""
+        super()._save_optimizer_and_scheduler(output_dir)
+        if not self.args.should_save:
+            return
+        if self.intermediate_distiller is not None:
+            torch.save(self.intermediate_distiller.state_dict(), os.path.join(output_dir, DISTILLER_NAME))
+        if self.teacher_optimizer is None:
+            return
+        teacher = self.accelerator.unwrap_model(self._teacher_wrapped)
+        teacher.save_pretrained(os.path.join(output_dir, TEACHER_DIR))
+        torch.save(self.teacher_optimizer.state_dict(), os.path.join(output_dir, TEACHER_OPTIMIZER_NAME))
+        torch.save(self.teacher_lr_scheduler.state_dict(), os.path.join(output_dir, TEACHER_SCHEDULER_NAME))
+        with open(os.path.join(output_dir, PROKT_STATE_NAME), "w") as f:
+            json.dump({"dual_beta": self.dual_beta, "teacher_learning_rate": self._teacher_last_lr}, f)
+
+    def _load_optimizer_and_scheduler(self, checkpoint: str | None) -> None:
+        super()._load_optimizer_and_scheduler(checkpoint)
+        if checkpoint is None:
+            return
+        if self.intermediate_distiller is not None:
+            path = os.path.join(checkpoint, DISTILLER_NAME)
+            if not os.path.isfile(path):
+                raise ValueError(f"{checkpoint} has no {DISTILLER_NAME}: it was not saved with the same "
+                                 "intermediate distillation weights. Resume with the arguments it was trained with.")
+            self.intermediate_distiller.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+        if self.teacher_optimizer is None:
+            return
+        teacher_dir = os.path.join(checkpoint, TEACHER_DIR)
+        if not os.path.isdir(teacher_dir):
+            raise ValueError(
+                f"{checkpoint} holds no ProKT teacher state ({TEACHER_DIR}/ is missing), so training cannot "
+                "resume faithfully. Resume from a checkpoint written by ProKTTrainer with strategy='prokt'."
+            )
+        self._load_from_checkpoint(teacher_dir, model=self.teacher_model)
+        device = self.args.device
+        self.teacher_optimizer.load_state_dict(
+            torch.load(os.path.join(checkpoint, TEACHER_OPTIMIZER_NAME), map_location=device, weights_only=True)
+        )
+        self.teacher_lr_scheduler.load_state_dict(
+            torch.load(os.path.join(checkpoint, TEACHER_SCHEDULER_NAME), weights_only=True)
+        )
+        with open(os.path.join(checkpoint, PROKT_STATE_NAME)) as f:
+            state = json.load(f)
+        self.dual_beta = float(state["dual_beta"])
+        self._teacher_last_lr = state.get("teacher_learning_rate")
+
+
+def _accepted_inputs(model: nn.Module) -> set[str] | None:
+    """The keyword arguments `model.forward` accepts, or None when it takes ``**kwargs``."""
+    forward = getattr(model, "forward", None)
+    if forward is None:
+        return None
+    parameters = inspect.signature(forward).parameters.values()
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters):
+        return None
+    return {p.name for p in parameters}

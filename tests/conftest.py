@@ -1,0 +1,71 @@
+"""Tiny models and data built locally (no downloads) for the test suite."""
+
+from __future__ import annotations
+
+import os
+
+import datasets
+import pytest
+import torch
+from transformers import BertConfig, BertForSequenceClassification, BertTokenizerFast
+
+from hf_prokt import ProKTTrainingArguments
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+VOCAB_SIZE = 40
+SEQ_LEN = 8
+
+
+def tiny_bert(layers: int = 2, hidden: int = 16, num_labels: int = 2, seed: int = 0, dropout: float = 0.0,
+              **config_kwargs) -> BertForSequenceClassification:
+    """A BERT classifier small enough for a CPU test; dropout off unless asked, for exact comparisons."""
+    torch.manual_seed(seed)
+    config = BertConfig(
+        vocab_size=VOCAB_SIZE, hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=2,
+        intermediate_size=2 * hidden, max_position_embeddings=32, num_labels=num_labels,
+        hidden_dropout_prob=dropout, attention_probs_dropout_prob=dropout, classifier_dropout=dropout,
+        **config_kwargs,
+    )
+    return BertForSequenceClassification(config)
+
+
+def toy_dataset(n: int = 32, seed: int = 0, regression: bool = False, padded: bool = False) -> datasets.Dataset:
+    """Token sequences whose label is a simple function of the first token (learnable in a few steps)."""
+    generator = torch.Generator().manual_seed(seed)
+    ids = torch.randint(5, VOCAB_SIZE, (n, SEQ_LEN), generator=generator)
+    mask = torch.ones_like(ids)
+    if padded:
+        lengths = torch.randint(3, SEQ_LEN + 1, (n,), generator=generator)
+        mask = (torch.arange(SEQ_LEN)[None, :] < lengths[:, None]).long()
+        ids = ids * mask
+    if regression:
+        labels = ((ids[:, 0].float() - 5) / VOCAB_SIZE).tolist()
+    else:
+        labels = (ids[:, 0] >= (5 + VOCAB_SIZE) // 2).long().tolist()
+    return datasets.Dataset.from_dict({"input_ids": ids.tolist(), "attention_mask": mask.tolist(), "labels": labels})
+
+
+def make_args(tmp_path, **overrides) -> ProKTTrainingArguments:
+    """Quiet, deterministic arguments; anything can be overridden."""
+    defaults = dict(
+        output_dir=str(tmp_path / "out"), per_device_train_batch_size=8, per_device_eval_batch_size=16,
+        learning_rate=1e-3, teacher_learning_rate=1e-3, max_steps=4, report_to=[], save_strategy="no",
+        logging_steps=1, disable_tqdm=True, seed=0, use_cpu=True,
+    )
+    defaults.update(overrides)
+    return ProKTTrainingArguments(**defaults)
+
+
+def parameters_of(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {name: p.detach().clone() for name, p in model.named_parameters()}
+
+
+@pytest.fixture
+def local_tokenizer(tmp_path) -> BertTokenizerFast:
+    """A WordPiece tokenizer from a vocabulary file written here (no Hub access)."""
+    words = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + [f"w{i}" for i in range(VOCAB_SIZE - 5)]
+    vocab = tmp_path / "vocab.txt"
+    vocab.write_text("\n".join(words) + "\n")
+    return BertTokenizerFast(vocab_file=str(vocab))
