@@ -91,6 +91,8 @@ class ProKTTrainer(Trainer):
             )
         self._refuse_unsupported_setups(args, kwargs)
         check_distillation_pair(model, teacher_model, args.strategy)
+        if args.strategy == "prokt" or args.distill_alpha < 1:
+            _check_has_labels(kwargs.get("train_dataset"))
         if args.strategy == "finetune" and teacher_model is not None:
             logger.warning("strategy='finetune' ignores teacher_model.")
             teacher_model = None
@@ -205,6 +207,10 @@ class ProKTTrainer(Trainer):
             for group_params, weight_decay in ((decay, self.args.weight_decay), (no_decay, 0.0)):
                 if group_params:
                     optimizer.add_param_group({"params": group_params, "weight_decay": weight_decay})
+            if params:
+                # The Trainer zeroes only the student's gradients after a step (`model.zero_grad()`).
+                distiller = self.intermediate_distiller
+                optimizer.register_step_post_hook(lambda *_: distiller.zero_grad(set_to_none=True))
         return optimizer
 
     def create_scheduler(self, num_training_steps: int, optimizer=None):
@@ -351,7 +357,7 @@ class ProKTTrainer(Trainer):
                 outputs = self._call_teacher(teacher, inputs, flags)
                 labels = inputs.get("labels")
                 if labels is None:
-                    raise ValueError("strategy='prokt' trains the teacher on labels: every training batch needs 'labels'.")
+                    raise ValueError(_NEEDS_LABELS)
                 if self.args.prokt_constraint == "dual":
                     loss, proximity = teacher_dual_loss(
                         outputs.logits, student_logits, labels, self.dual_beta, self.args.prokt_epsilon,
@@ -537,6 +543,18 @@ class ProKTTrainer(Trainer):
             state = json.load(f)
         self.dual_beta = float(state["dual_beta"])
         self._teacher_last_lr = state.get("teacher_learning_rate")
+
+
+_NEEDS_LABELS = (
+    "the training data has no labels: ProKT trains the teacher on them, and distill_alpha < 1 trains the student on "
+    "them. Add a 'label' or 'labels' column, or use strategy='kd' with distill_alpha=1.0 for unlabelled data."
+)
+
+
+def _check_has_labels(dataset) -> None:
+    columns = getattr(dataset, "column_names", None)
+    if isinstance(columns, list) and not {"label", "labels", "label_ids"} & set(columns):
+        raise ValueError(_NEEDS_LABELS)
 
 
 def _accepted_inputs(model: nn.Module) -> set[str] | None:

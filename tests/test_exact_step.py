@@ -120,3 +120,28 @@ def test_dual_multiplier_follows_the_constraint(tmp_path):
     assert trainer.dual_beta == pytest.approx(0.5 + 2.0 * proximity, rel=1e-4)
     logged = [entry for entry in trainer.state.log_history if "prokt_beta" in entry]
     assert logged and logged[0]["prokt_beta"] == pytest.approx(trainer.dual_beta)
+
+
+def test_regression_step_uses_mse_in_both_terms(tmp_path):
+    """num_labels == 1: MSE to labels and between the two models' outputs replaces CE and KL."""
+    student = tiny_bert(layers=1, hidden=8, seed=1, num_labels=1)
+    teacher = tiny_bert(layers=2, hidden=16, seed=2, num_labels=1)
+    data = toy_dataset(n=12, seed=3, regression=True)
+    batch = batch_of(data)
+    inputs = {k: batch[k] for k in ("input_ids", "attention_mask")}
+    labels = batch["labels"].float()
+    expected_student, expected_teacher = copy.deepcopy(student), copy.deepcopy(teacher)
+    with torch.no_grad():
+        z_s = expected_student(**inputs).logits
+    z_t = expected_teacher(**inputs).logits
+    teacher_loss = 0.6 * F.mse_loss(z_t.squeeze(-1), labels) + 0.4 * F.mse_loss(z_t, z_s)
+    sgd_step(expected_teacher, teacher_loss, TEACHER_LR)
+    with torch.no_grad():
+        target = expected_teacher(**inputs).logits
+    sgd_step(expected_student, 0.5 * F.mse_loss(expected_student(**inputs).logits, target)
+             + 0.5 * F.mse_loss(expected_student(**inputs).logits.squeeze(-1), labels), STUDENT_LR)
+
+    run_one_step(tmp_path, student, teacher, data, distill_alpha=0.5)
+
+    assert_same_parameters(teacher, expected_teacher)
+    assert_same_parameters(student, expected_student)
