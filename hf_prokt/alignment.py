@@ -15,6 +15,7 @@ student and never saves them inside it.
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Sequence
 
 import torch
@@ -27,14 +28,17 @@ logger = logging.getLogger(__name__)
 
 
 def uniform_layer_map(num_student_layers: int, num_teacher_layers: int) -> list[int]:
-    """Student layer ``i`` (1-based) learns from teacher layer ``round(i * L_teacher / L_student)``.
+    """Student layer ``i`` (1-based) learns from teacher layer ``i * L_teacher / L_student``, rounded half up.
 
     >>> uniform_layer_map(6, 12)
     [2, 4, 6, 8, 10, 12]
+    >>> uniform_layer_map(4, 6)
+    [2, 3, 5, 6]
     """
     if num_student_layers < 1 or num_teacher_layers < 1:
         raise ValueError("layer maps need at least one layer in each model")
-    return [max(1, round((i + 1) * num_teacher_layers / num_student_layers)) for i in range(num_student_layers)]
+    return [max(1, math.floor((i + 1) * num_teacher_layers / num_student_layers + 0.5))
+            for i in range(num_student_layers)]
 
 
 def resolve_layer_map(layer_map: str | Sequence[int], num_student_layers: int, num_teacher_layers: int) -> list[int]:

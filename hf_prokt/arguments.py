@@ -48,7 +48,7 @@ class ProKTTrainingArguments(TrainingArguments):
         default="penalty",
         metadata={
             "help": "'penalty': the fixed weight prokt_lambda. 'dual': a Lagrange multiplier beta that keeps "
-            "KL(student || teacher) near prokt_epsilon (teacher loss = task + beta * (KL - epsilon)).",
+            "T^2 * KL(student || teacher) near prokt_epsilon (teacher loss = task + beta * (T^2 * KL - epsilon)).",
             "choices": list(CONSTRAINTS),
         },
     )
@@ -74,7 +74,7 @@ class ProKTTrainingArguments(TrainingArguments):
     )
     distill_temperature: float = field(
         default=1.0,
-        metadata={"help": "Softmax temperature T of both KL terms (the student's is scaled by T^2)."},
+        metadata={"help": "Softmax temperature T of both KL terms (teacher and student), each scaled by T^2."},
     )
     distill_alpha: float = field(
         default=1.0,
@@ -98,11 +98,13 @@ class ProKTTrainingArguments(TrainingArguments):
             "with attn_implementation='eager' so they return attentions)."
         },
     )
-    layer_map: list[int] | str = field(
+    layer_map: str = field(
         default="uniform",
         metadata={
             "help": "Teacher layer (1-based) that each student layer learns from: 'uniform' (student layer i <- "
-            "teacher layer i * L_teacher / L_student) or one index per student layer, e.g. --layer_map 2 4 6."
+            "teacher layer round(i * L_teacher / L_student)) or one index per student layer: --layer_map 2 4 6, "
+            "--layer_map 2,4,6, or a list [2, 4, 6] in Python and JSON configs.",
+            "nargs": "+",
         },
     )
     zero_init_classifier: bool = field(
@@ -150,6 +152,8 @@ class ProKTTrainingArguments(TrainingArguments):
 
     @staticmethod
     def _parse_layer_map(value, fail):
+        if isinstance(value, (list, tuple)) and value and all(isinstance(v, str) for v in value):
+            value = " ".join(value)  # from the command line: ['2', '4', '6'], ['2,4,6'] or ['uniform']
         if value == "uniform" or value is None:
             return "uniform"
         if isinstance(value, str):

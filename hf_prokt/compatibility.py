@@ -46,7 +46,7 @@ def check_distillation_pair(student: nn.Module | None, teacher: nn.Module | None
 
     student_config, teacher_config = _config(student), _config(teacher)
     if student_config is None or teacher_config is None:
-        return  # plain nn.Modules: shapes are checked on the first batch instead
+        return  # plain nn.Modules: the losses check the logits' shapes at the first step
 
     for who, config in (("student", student_config), ("teacher", teacher_config)):
         if getattr(config, "problem_type", None) == "multi_label_classification":

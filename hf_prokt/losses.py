@@ -41,6 +41,11 @@ def task_loss(logits: torch.Tensor, labels: torch.Tensor, label_smoothing: float
     head, MSE against float targets (``labels: [B]``). Computed in fp32."""
     if is_regression(logits):
         return F.mse_loss(logits.float().squeeze(-1), labels.float().view(-1))
+    if labels.is_floating_point():
+        raise ValueError(
+            f"float labels of shape {list(labels.shape)} for a {logits.shape[-1]}-class head: multi-label targets "
+            "cannot be distilled with a softmax. Use integer class ids (single-label) or one output (regression)."
+        )
     return F.cross_entropy(logits.float(), labels.view(-1), label_smoothing=label_smoothing)
 
 
@@ -51,6 +56,11 @@ def output_matching_loss(target_logits: torch.Tensor, logits: torch.Tensor, temp
     The ``T^2`` factor keeps gradient magnitudes comparable across temperatures (Hinton et al.);
     at ``T = 1`` it is 1 and the two usual conventions agree.
     """
+    if target_logits.shape != logits.shape:
+        raise ValueError(
+            f"teacher and student outputs have different shapes ({list(target_logits.shape)} vs "
+            f"{list(logits.shape)}): both models need the same number of labels."
+        )
     if is_regression(logits):
         return F.mse_loss(logits.float(), target_logits.float())
     return temperature**2 * kl_divergence(target_logits, logits, temperature)

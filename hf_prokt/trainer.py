@@ -90,7 +90,8 @@ class ProKTTrainer(Trainer):
                 "hf_prokt.ProKTTrainingArguments(...) (it accepts every TrainingArguments field)."
             )
         self._refuse_unsupported_setups(args, kwargs)
-        check_distillation_pair(model, teacher_model, args.strategy)
+        if model is not None or kwargs.get("model_init") is None:
+            check_distillation_pair(model, teacher_model, args.strategy)
         if args.strategy == "prokt" or args.distill_alpha < 1:
             _check_has_labels(kwargs.get("train_dataset"))
         if args.strategy == "finetune" and teacher_model is not None:
@@ -98,6 +99,10 @@ class ProKTTrainer(Trainer):
             teacher_model = None
 
         super().__init__(model=model, args=args, **kwargs)
+        if model is None:  # built by model_init: check the pair it gives
+            check_distillation_pair(self.model, teacher_model, args.strategy)
+        if teacher_model is not None and (self.is_deepspeed_enabled or self.is_fsdp_enabled):
+            raise ValueError(_NO_SHARDED_TEACHER)
 
         self.teacher_model = teacher_model
         self._teacher_wrapped = teacher_model
@@ -147,10 +152,7 @@ class ProKTTrainer(Trainer):
                 "it (the student loss is set by distill_alpha and distill_temperature), or use 'finetune'."
             )
         if args.strategy != "finetune" and (args.deepspeed or args.fsdp):
-            raise ValueError(
-                "ProKTTrainer does not yet run a teacher under DeepSpeed or FSDP. Use DDP "
-                "(accelerate launch without an FSDP/DeepSpeed config), which ProKTTrainer supports."
-            )
+            raise ValueError(_NO_SHARDED_TEACHER)
 
     def _example_batch(self, size: int = 2) -> dict:
         """A tiny collated batch from the training set, to learn the models' output shapes."""
@@ -377,7 +379,7 @@ class ProKTTrainer(Trainer):
                 self.accelerator.clip_grad_norm_(teacher.parameters(), self.args.max_grad_norm)
             self._teacher_last_lr = self.teacher_optimizer.param_groups[0]["lr"]
             self.teacher_optimizer.step()
-            if not self.accelerator.optimizer_step_was_skipped:
+            if not getattr(self.teacher_optimizer, "step_was_skipped", False):  # fp16 overflow skips the step
                 self.teacher_lr_scheduler.step()
             self.teacher_optimizer.zero_grad(set_to_none=True)
 
@@ -529,7 +531,8 @@ class ProKTTrainer(Trainer):
         if not os.path.isdir(teacher_dir):
             raise ValueError(
                 f"{checkpoint} holds no ProKT teacher state ({TEACHER_DIR}/ is missing), so training cannot "
-                "resume faithfully. Resume from a checkpoint written by ProKTTrainer with strategy='prokt'."
+                "resume faithfully. Resume from a checkpoint written by ProKTTrainer with strategy='prokt' and "
+                "save_only_model=False (save_only_model checkpoints keep the student's weights only)."
             )
         self._load_from_checkpoint(teacher_dir, model=self.teacher_model)
         device = self.args.device
@@ -545,6 +548,10 @@ class ProKTTrainer(Trainer):
         self._teacher_last_lr = state.get("teacher_learning_rate")
 
 
+_NO_SHARDED_TEACHER = (
+    "ProKTTrainer does not yet run a teacher under DeepSpeed or FSDP. Use DDP (accelerate launch without an "
+    "FSDP/DeepSpeed config, or torchrun), which ProKTTrainer supports, or strategy='finetune'."
+)
 _NEEDS_LABELS = (
     "the training data has no labels: ProKT trains the teacher on them, and distill_alpha < 1 trains the student on "
     "them. Add a 'label' or 'labels' column, or use strategy='kd' with distill_alpha=1.0 for unlabelled data."

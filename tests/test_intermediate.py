@@ -12,6 +12,7 @@ def test_uniform_layer_map():
     assert uniform_layer_map(6, 12) == [2, 4, 6, 8, 10, 12]
     assert uniform_layer_map(2, 6) == [3, 6]
     assert uniform_layer_map(4, 4) == [1, 2, 3, 4]
+    assert uniform_layer_map(4, 6) == [2, 3, 5, 6]
     assert resolve_layer_map([1, 5], 2, 6) == [1, 5]
     with pytest.raises(ValueError, match="outside the teacher's 1..6"):
         resolve_layer_map([1, 7], 2, 6)

@@ -101,3 +101,10 @@ def test_masked_mse_ignores_padding():
     mask = torch.tensor([[1, 1, 0]])
     assert losses.masked_mse(prediction, target, mask).item() == pytest.approx((1 + 1 + 9 + 9) / 4)
     assert losses.masked_mse(prediction, target).item() == pytest.approx((2 + 18 + 20000) / 6)
+
+
+def test_mismatched_outputs_and_float_labels_are_named():
+    with pytest.raises(ValueError, match="different shapes"):
+        losses.output_matching_loss(torch.zeros(2, 3), torch.zeros(2, 4))
+    with pytest.raises(ValueError, match="multi-label"):
+        losses.task_loss(torch.zeros(2, 3), torch.zeros(2, 3))

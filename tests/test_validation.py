@@ -37,11 +37,15 @@ def test_arguments_parse_from_json_and_command_line(tmp_path):
     (args,) = HfArgumentParser(ProKTTrainingArguments).parse_json_file(str(config))
     assert (args.strategy, args.distill_temperature, args.layer_map, args.learning_rate) == ("kd", 2.0, [2, 4], 1e-4)
 
-    (args,) = HfArgumentParser(ProKTTrainingArguments).parse_args_into_dataclasses([
+    parser = HfArgumentParser(ProKTTrainingArguments)
+    (args,) = parser.parse_args_into_dataclasses([
         "--output_dir", str(tmp_path), "--prokt_lambda", "0.3", "--layer_map", "1", "3", "--prokt_target", "stale",
     ])
     assert (args.prokt_lambda, args.layer_map, args.prokt_target, args.strategy) == (0.3, [1, 3], "stale", "prokt")
-    assert args.teacher_learning_rate == 3e-5 and args.distill_alpha == 1.0 and args.layer_map != "uniform"
+    assert args.teacher_learning_rate == 3e-5 and args.distill_alpha == 1.0
+    for spelling, expected in ((["2,4"], [2, 4]), (["uniform"], "uniform")):
+        (args,) = parser.parse_args_into_dataclasses(["--output_dir", str(tmp_path), "--layer_map", *spelling])
+        assert args.layer_map == expected
     with pytest.raises(SystemExit):
         HfArgumentParser(ProKTTrainingArguments).parse_args_into_dataclasses(
             ["--output_dir", str(tmp_path), "--strategy", "distill"])
@@ -136,6 +140,15 @@ def test_training_arguments_of_the_wrong_type(tmp_path):
     with pytest.raises(TypeError, match="ProKTTrainingArguments"):
         ProKTTrainer(model=tiny_bert(), teacher_model=tiny_bert(layers=3),
                      args=TrainingArguments(output_dir=str(tmp_path)))
+
+
+def test_model_init_works_for_kd_and_its_student_is_checked(tmp_path):
+    trainer = ProKTTrainer(teacher_model=tiny_bert(layers=3), model_init=lambda: tiny_bert(), train_dataset=toy_dataset(8),
+                           args=make_args(tmp_path, strategy="kd", max_steps=1))
+    trainer.train()
+    with pytest.raises(ValueError, match="num_labels"):
+        ProKTTrainer(teacher_model=tiny_bert(layers=3), model_init=lambda: tiny_bert(num_labels=3),
+                     args=make_args(tmp_path, strategy="kd"))
 
 
 def test_model_init_and_compute_loss_func_are_refused(tmp_path):
