@@ -13,7 +13,7 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="hf-prokt", description="ProKT knowledge distillation tools.")
     commands = parser.add_subparsers(dest="command", required=True)
     demo = commands.add_parser(
-        "demo", help="Compare fine-tuning, KD and ProKT on scikit-learn's digits (offline, CPU, minutes).",
+        "demo", help="Compare fine-tuning, KD and ProKT on scikit-learn's digits (offline, about a minute on CPU).",
         description="Train a small ViT student on scikit-learn's bundled digits with each strategy (same "
         "data, seed and epochs), print a table of validation accuracies and wall times, and write "
         "demo_results.json in the output directory. Nothing is downloaded.",
@@ -39,6 +39,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         from .demo import format_table, run_demo
 
         report = run_demo(args.output_dir, args.epochs, args.max_train_samples, args.seed, args.strategies)
+        settings = report["settings"]
+        print(f"digits: {settings['train_examples']} training / {settings['validation_examples']} validation "
+              f"images, {settings['epochs']:g} epochs, seed {settings['seed']}; validation accuracy:")
         print(format_table(report["results"]))
         print(f"(kd includes fine-tuning its teacher; results in {os.path.join(args.output_dir, 'demo_results.json')})")
     return 0

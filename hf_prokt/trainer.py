@@ -29,6 +29,7 @@ import datasets
 import torch
 from torch import nn
 from transformers import Trainer, get_scheduler
+from transformers.trainer_callback import ProgressCallback
 
 from .alignment import IntermediateDistiller
 from .arguments import ProKTTrainingArguments
@@ -476,14 +477,22 @@ class ProKTTrainer(Trainer):
         output = super().evaluation_loop(dataloader, description, prediction_loss_only, ignore_keys, metric_key_prefix)
         if self._evaluating_teacher_too:
             teacher_prefix = f"{metric_key_prefix}_teacher"
+            self._close_prediction_bars()  # else the teacher's batches extend the student's bar
             with self._teacher_as_model():
                 teacher_output = super().evaluation_loop(
                     dataloader, f"{description} (teacher)", prediction_loss_only, ignore_keys, teacher_prefix
                 )
-            output.metrics.update(
-                {k: v for k, v in teacher_output.metrics.items() if k.startswith(f"{teacher_prefix}_")}
-            )
+            output.metrics.update({
+                k: v for k, v in teacher_output.metrics.items()
+                if k.startswith(f"{teacher_prefix}_") and not k.endswith("_model_preparation_time")
+            })
         return output
+
+    def _close_prediction_bars(self) -> None:
+        for callback in self.callback_handler.callbacks:
+            if isinstance(callback, ProgressCallback) and callback.prediction_bar is not None:
+                callback.prediction_bar.close()
+                callback.prediction_bar = None
 
     @contextmanager
     def _teacher_as_model(self):

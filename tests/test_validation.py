@@ -143,8 +143,8 @@ def test_training_arguments_of_the_wrong_type(tmp_path):
 
 
 def test_model_init_works_for_kd_and_its_student_is_checked(tmp_path):
-    trainer = ProKTTrainer(teacher_model=tiny_bert(layers=3), model_init=lambda: tiny_bert(), train_dataset=toy_dataset(8),
-                           args=make_args(tmp_path, strategy="kd", max_steps=1))
+    trainer = ProKTTrainer(teacher_model=tiny_bert(layers=3), model_init=lambda: tiny_bert(),
+                           train_dataset=toy_dataset(8), args=make_args(tmp_path, strategy="kd", max_steps=1))
     trainer.train()
     with pytest.raises(ValueError, match="num_labels"):
         ProKTTrainer(teacher_model=tiny_bert(layers=3), model_init=lambda: tiny_bert(num_labels=3),

@@ -1,0 +1,350 @@
+"""GLUE and generic evaluation metrics, computed offline with scikit-learn and scipy.
+
+The GLUE metrics return the same keys, computed the same way, as ``evaluate.load("glue", task)``
+(the Hub metric ``evaluate-metric/glue``), but need no download:
+
+========================================  ====================================
+task                                      keys
+========================================  ====================================
+cola                                      ``matthews_correlation``
+sst2, mnli, qnli, rte, wnli               ``accuracy``
+mrpc, qqp                                 ``accuracy``, ``f1`` (of class 1)
+stsb                                      ``pearson``, ``spearmanr``
+========================================  ====================================
+
+MNLI's matched and mismatched validation sets are two evaluations with the same metric; the names
+``mnli_matched`` and ``mnli_mismatched`` (accepted by ``evaluate``'s metric) resolve to ``mnli``.
+
+Degenerate inputs: a correlation (Pearson, Spearman, Matthews) is undefined when the predictions
+or the references are constant (or there is a single example). It is then defined here as ``0.0``,
+"no correlation", which is what scikit-learn already returns for the Matthews correlation; scipy
+would return NaN with a warning for Pearson and Spearman. A binary F1 with no positive example in
+either array is ``0.0`` (scikit-learn's value, without its warning). Non-finite regression values
+(NaN, inf) are not degenerate inputs but a failed model: they propagate and the metrics are NaN.
+
+All values are plain Python ``float``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from types import MappingProxyType
+from typing import Any
+
+import numpy as np
+from scipy.stats import pearsonr, spearmanr
+from sklearn.metrics import f1_score, matthews_corrcoef
+
+__all__ = [
+    "GLUE_TASKS",
+    "GlueTask",
+    "classification_metrics",
+    "compute_glue_metrics",
+    "compute_metrics_for_labels",
+    "get_glue_task",
+    "glue_metrics",
+    "regression_metrics",
+]
+
+
+@dataclass(frozen=True)
+class GlueTask:
+    """What a GLUE task needs for training and evaluation.
+
+    Attributes:
+        name: the configuration name of the task in the Hub dataset ``nyu-mll/glue`` (``"sst2"``...).
+        sentence_keys: the text columns ``(first, second)``; ``second`` is ``None`` for single-sentence tasks.
+        num_labels: the number of outputs of the classifier head; 1 for the regression task (stsb).
+        is_regression: whether labels are float scores (stsb) rather than class ids.
+        metric_names: the keys that ``glue_metrics`` returns, in order.
+        label_names: the class names, index ``i`` naming class id ``i`` as in the dataset's ``ClassLabel``;
+            ``None`` for regression.
+    """
+
+    name: str
+    sentence_keys: tuple[str, str | None]
+    num_labels: int
+    is_regression: bool
+    metric_names: tuple[str, ...]
+    label_names: tuple[str, ...] | None
+
+
+def _classification_task(name: str, sentence_keys: tuple[str, str | None], label_names: tuple[str, ...],
+                         metric_names: tuple[str, ...] = ("accuracy",)) -> GlueTask:
+    return GlueTask(name, sentence_keys, len(label_names), False, metric_names, label_names)
+
+
+#: The nine GLUE tasks by name (read-only).
+GLUE_TASKS: Mapping[str, GlueTask] = MappingProxyType({
+    "cola": _classification_task("cola", ("sentence", None), ("unacceptable", "acceptable"),
+                                 ("matthews_correlation",)),
+    "sst2": _classification_task("sst2", ("sentence", None), ("negative", "positive")),
+    "mrpc": _classification_task("mrpc", ("sentence1", "sentence2"), ("not_equivalent", "equivalent"),
+                                 ("accuracy", "f1")),
+    "qqp": _classification_task("qqp", ("question1", "question2"), ("not_duplicate", "duplicate"),
+                                ("accuracy", "f1")),
+    "stsb": GlueTask("stsb", ("sentence1", "sentence2"), 1, True, ("pearson", "spearmanr"), None),
+    "mnli": _classification_task("mnli", ("premise", "hypothesis"), ("entailment", "neutral", "contradiction")),
+    "qnli": _classification_task("qnli", ("question", "sentence"), ("entailment", "not_entailment")),
+    "rte": _classification_task("rte", ("sentence1", "sentence2"), ("entailment", "not_entailment")),
+    "wnli": _classification_task("wnli", ("sentence1", "sentence2"), ("not_entailment", "entailment")),
+})
+
+_ALIASES = {"mnli_matched": "mnli", "mnli_mismatched": "mnli"}
+
+
+def get_glue_task(task_name: str) -> GlueTask:
+    """The `GlueTask` named ``task_name`` (case-insensitive; ``mnli_matched``/``mnli_mismatched`` give ``mnli``).
+
+    Raises:
+        ValueError: for an unknown name; the message lists the known tasks.
+    """
+    key = str(task_name).strip().lower()
+    key = _ALIASES.get(key, key)
+    if key not in GLUE_TASKS:
+        raise ValueError(
+            f"unknown GLUE task {task_name!r}; known tasks: {', '.join(GLUE_TASKS)} "
+            f"(and {', '.join(_ALIASES)} for mnli)"
+        )
+    return GLUE_TASKS[key]
+
+
+# ---------------------------------------------------------------------------------------------
+# Input checks
+
+
+def _as_1d(values: Any, what: str) -> np.ndarray:
+    array = np.asarray(values)
+    if array.ndim != 1:
+        raise ValueError(f"{what} must be one-dimensional [N], got shape {list(array.shape)}")
+    if array.size == 0:
+        raise ValueError(f"{what} is empty: no metric can be computed on zero examples")
+    return array
+
+
+def _pair(predictions: Any, references: Any) -> tuple[np.ndarray, np.ndarray]:
+    predictions = _as_1d(predictions, "predictions")
+    references = _as_1d(references, "references")
+    if predictions.shape != references.shape:
+        raise ValueError(f"{predictions.shape[0]} predictions for {references.shape[0]} references")
+    return predictions, references
+
+
+def _class_ids(values: np.ndarray, num_labels: int, what: str) -> np.ndarray:
+    integral = np.issubdtype(values.dtype, np.integer) or np.issubdtype(values.dtype, np.bool_)
+    if not integral and np.issubdtype(values.dtype, np.floating):
+        integral = bool(np.all(np.isfinite(values) & (values == np.round(values))))
+    if not integral:
+        raise ValueError(f"{what} must be integer class ids, got non-integer {values.dtype} values")
+    ids = values.astype(np.int64)
+    bad = (ids < 0) | (ids >= num_labels)
+    if bad.any():
+        hint = " (GLUE test splits have hidden labels, stored as -1)" if (ids == -1).any() else ""
+        raise ValueError(f"{what} must be class ids in [0, {num_labels}), found {ids[bad][0]}{hint}")
+    return ids
+
+
+def _classification_pair(predictions: Any, references: Any, num_labels: int) -> tuple[np.ndarray, np.ndarray]:
+    if num_labels < 2:
+        raise ValueError(f"a classification needs num_labels >= 2, got {num_labels}")
+    predictions, references = _pair(predictions, references)
+    return _class_ids(predictions, num_labels, "predictions"), _class_ids(references, num_labels, "references")
+
+
+def _regression_pair(predictions: Any, references: Any) -> tuple[np.ndarray, np.ndarray]:
+    predictions, references = _pair(predictions, references)
+    return predictions.astype(np.float64), references.astype(np.float64)
+
+
+# ---------------------------------------------------------------------------------------------
+# The metrics, on checked arrays: class ids [N] (int64) or scores [N] (float64)
+
+
+def _accuracy(predictions: np.ndarray, references: np.ndarray) -> float:
+    return float(np.mean(predictions == references))
+
+
+def _binary_f1(predictions: np.ndarray, references: np.ndarray) -> float:
+    """F1 of class 1: ``2 TP / (2 TP + FP + FN)``; 0.0 when class 1 is absent from both arrays."""
+    return float(f1_score(references, predictions, average="binary", pos_label=0, zero_division=0.0))
+
+
+def _macro_f1(predictions: np.ndarray, references: np.ndarray) -> float:
+    """Unweighted mean of the per-class F1 over the classes present in either array."""
+    return float(f1_score(references, predictions, average="macro", zero_division=0.0))
+
+
+def _is_constant(values: np.ndarray) -> bool:
+    return values.size < 2 or bool(np.all(values == values[0]))
+
+
+def _matthews(predictions: np.ndarray, references: np.ndarray) -> float:
+    # Undefined (zero denominator) exactly when one array holds a single class: 0.0, as scikit-learn.
+    if _is_constant(predictions) or _is_constant(references):
+        return 0.0
+    return float(matthews_corrcoef(references, predictions))
+
+
+def _pearson(predictions: np.ndarray, references: np.ndarray) -> float:
+    if _is_constant(predictions) or _is_constant(references):
+        return 0.0
+    return float(pearsonr(predictions, references)[0])
+
+
+def _spearman(predictions: np.ndarray, references: np.ndarray) -> float:
+    if _is_constant(predictions) or _is_constant(references):
+        return 0.0
+    return float(spearmanr(predictions, references)[0])
+
+
+def _mse(predictions: np.ndarray, references: np.ndarray) -> float:
+    return float(np.mean((predictions - references) ** 2))
+
+
+_METRICS: dict[str, Callable[[np.ndarray, np.ndarray], float]] = {
+    "accuracy": _accuracy,
+    "f1": _binary_f1,
+    "matthews_correlation": _matthews,
+    "pearson": _pearson,
+    "spearmanr": _spearman,
+}
+
+
+# ---------------------------------------------------------------------------------------------
+# Public functions
+
+
+def glue_metrics(task_name: str, predictions: Any, references: Any) -> dict[str, float]:
+    """The official metrics of a GLUE task, keyed as ``evaluate.load("glue", task_name)`` keys them.
+
+    Args:
+        task_name: one of `GLUE_TASKS` (or ``mnli_matched``/``mnli_mismatched``).
+        predictions: ``[N]`` class ids, or ``[N]`` float scores for stsb.
+        references: ``[N]`` gold labels, same kind as ``predictions``.
+
+    Returns:
+        ``{metric_name: value}`` for the names in ``GLUE_TASKS[task].metric_names``, as Python floats.
+
+    Raises:
+        ValueError: unknown task (the message lists the known ones), arrays that are not ``[N]``, empty or of
+            different lengths, or class ids outside ``[0, num_labels)`` (such as the -1 of a test split).
+    """
+    task = get_glue_task(task_name)
+    if task.is_regression:
+        predictions, references = _regression_pair(predictions, references)
+    else:
+        predictions, references = _classification_pair(predictions, references, task.num_labels)
+    return {name: _METRICS[name](predictions, references) for name in task.metric_names}
+
+
+def classification_metrics(predictions: Any, references: Any, num_labels: int) -> dict[str, float]:
+    """Metrics for any single-label classification (a custom CSV/TSV dataset, say).
+
+    Args:
+        predictions: ``[N]`` class ids in ``[0, num_labels)``.
+        references: ``[N]`` gold class ids in ``[0, num_labels)``.
+        num_labels: the number of classes ``C >= 2``.
+
+    Returns:
+        ``accuracy`` and ``matthews_correlation`` (multi-class MCC when ``C > 2``) always; ``f1`` (of class 1)
+        when ``C == 2``; ``macro_f1`` (unweighted mean over the classes present in either array) when ``C > 2``.
+    """
+    predictions, references = _classification_pair(predictions, references, num_labels)
+    metrics = {
+        "accuracy": _accuracy(predictions, references),
+        "matthews_correlation": _matthews(predictions, references),
+    }
+    if num_labels == 2:
+        metrics["f1"] = _binary_f1(predictions, references)
+    else:
+        metrics["macro_f1"] = _macro_f1(predictions, references)
+    return metrics
+
+
+def regression_metrics(predictions: Any, references: Any) -> dict[str, float]:
+    """Metrics for a regression on scores.
+
+    Args:
+        predictions: ``[N]`` predicted scores.
+        references: ``[N]`` gold scores.
+
+    Returns:
+        ``pearson``, ``spearmanr`` (each 0.0 when either array is constant or ``N == 1``) and ``mse``.
+    """
+    predictions, references = _regression_pair(predictions, references)
+    return {
+        "pearson": _pearson(predictions, references),
+        "spearmanr": _spearman(predictions, references),
+        "mse": _mse(predictions, references),
+    }
+
+
+def _eval_arrays(eval_prediction: Any, is_regression: bool) -> tuple[np.ndarray, np.ndarray]:
+    """``(predictions [N], references [N])`` from an ``EvalPrediction``: argmax of ``[N, C]`` logits, or
+    the ``[N, 1]``/``[N]`` output of a regressor. A tuple of model outputs contributes its first element;
+    ``[N]`` class ids (from a ``preprocess_logits_for_metrics`` that took the argmax) are used as they are."""
+    logits = eval_prediction.predictions
+    if isinstance(logits, (tuple, list)):
+        logits = logits[0]
+    logits = np.asarray(logits)
+    labels = eval_prediction.label_ids
+    if isinstance(labels, (tuple, list)):
+        if len(labels) != 1:
+            raise ValueError(f"expected one label array, got {len(labels)} (several label_names?)")
+        labels = labels[0]
+    labels = np.asarray(labels)
+    if is_regression:
+        if logits.ndim == 2 and logits.shape[1] == 1:
+            logits = logits[:, 0]
+        elif logits.ndim != 1:
+            raise ValueError(f"a regressor's predictions must be [N, 1] or [N], got {list(logits.shape)}")
+        if labels.ndim == 2 and labels.shape[1] == 1:
+            labels = labels[:, 0]
+        return logits, labels
+    if logits.ndim == 2:
+        return np.argmax(logits, axis=-1), labels
+    if logits.ndim == 1:
+        return logits, labels
+    raise ValueError(f"a classifier's predictions must be [N, C] logits or [N] class ids, got {list(logits.shape)}")
+
+
+def compute_glue_metrics(task_name: str) -> Callable[[Any], dict[str, float]]:
+    """A ``compute_metrics`` for ``Trainer`` that scores a GLUE task.
+
+    The returned function takes an ``EvalPrediction`` whose ``predictions`` are logits ``[N, C]``
+    (argmax taken), or for stsb ``[N, 1]``/``[N]`` scores, possibly inside a tuple of model outputs
+    (the first element is used), and whose ``label_ids`` are ``[N]``. It returns `glue_metrics` plus,
+    when the task has more than one metric (mrpc, qqp, stsb), ``combined_score``: their mean, as the
+    ``transformers`` ``run_glue.py`` example reports it.
+
+    Raises:
+        ValueError: at once, for an unknown task.
+    """
+    task = get_glue_task(task_name)
+
+    def compute_metrics(eval_prediction: Any) -> dict[str, float]:
+        predictions, references = _eval_arrays(eval_prediction, task.is_regression)
+        metrics = glue_metrics(task.name, predictions, references)
+        if len(metrics) > 1:
+            metrics["combined_score"] = float(np.mean(list(metrics.values())))
+        return metrics
+
+    compute_metrics.__name__ = f"compute_{task.name}_metrics"
+    return compute_metrics
+
+
+def compute_metrics_for_labels(num_labels: int) -> Callable[[Any], dict[str, float]]:
+    """A ``compute_metrics`` for ``Trainer`` on a non-GLUE dataset: `regression_metrics` when
+    ``num_labels == 1`` (a one-output head), else `classification_metrics` with ``num_labels`` classes.
+    Takes an ``EvalPrediction`` as `compute_glue_metrics`'s function does; adds no ``combined_score``."""
+    if num_labels < 1:
+        raise ValueError(f"num_labels must be >= 1, got {num_labels}")
+
+    def compute_metrics(eval_prediction: Any) -> dict[str, float]:
+        predictions, references = _eval_arrays(eval_prediction, num_labels == 1)
+        if num_labels == 1:
+            return regression_metrics(predictions, references)
+        return classification_metrics(predictions, references, num_labels)
+
+    return compute_metrics

@@ -1,0 +1,107 @@
+"""The offline demo (`hf-prokt demo`): the command end to end on a tiny budget, and the digits split."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from hf_prokt.cli import main
+from hf_prokt.demo import RESULTS_NAME, load_digits_splits
+
+STRATEGIES = ["finetune", "kd", "prokt"]
+QUICK = ["--epochs", "1", "--max-train-samples", "40", "--seed", "0"]
+
+
+def _table_rows(printed: str) -> list[list[str]]:
+    """The body rows of the printed table, each split into its cells."""
+    lines = [line for line in printed.splitlines() if " | " in line]
+    assert lines and lines[0].split(" | ")[0].strip() == "strategy", printed
+    return [[cell.strip() for cell in line.split(" | ")] for line in lines[1:]]
+
+
+def _in_unit_interval(value) -> bool:
+    return isinstance(value, float) and 0.0 <= value <= 1.0
+
+
+def test_demo_command_prints_one_row_per_strategy_and_writes_results(tmp_path, capsys):
+    output_dir = tmp_path / "demo"
+    assert main(["demo", "--output-dir", str(output_dir), *QUICK]) == 0
+
+    rows = _table_rows(capsys.readouterr().out)
+    assert [row[0] for row in rows] == STRATEGIES
+    assert all(len(row) == 4 for row in rows)
+
+    report = json.loads((output_dir / RESULTS_NAME).read_text())
+    assert report["settings"]["train_examples"] == 40
+    results = report["results"]
+    assert list(results) == STRATEGIES
+    for row in rows:
+        result = results[row[0]]
+        assert _in_unit_interval(result["student_accuracy"])
+        assert result["wall_time_s"] > 0
+        assert float(row[1]) == pytest.approx(result["student_accuracy"], abs=1e-4)
+        assert float(row[3]) == pytest.approx(result["wall_time_s"], abs=0.051)
+        if row[0] == "finetune":
+            assert result["teacher_accuracy"] is None and row[2] == "-"
+        else:
+            assert _in_unit_interval(result["teacher_accuracy"])
+            assert float(row[2]) == pytest.approx(result["teacher_accuracy"], abs=1e-4)
+    assert 0 < results["kd"]["teacher_wall_time_s"] < results["kd"]["wall_time_s"]
+
+
+def test_demo_command_runs_only_the_strategies_asked_for(tmp_path, capsys):
+    output_dir = tmp_path / "demo"
+    assert main(["demo", "--output-dir", str(output_dir), *QUICK, "--strategies", "finetune"]) == 0
+    assert [row[0] for row in _table_rows(capsys.readouterr().out)] == ["finetune"]
+    assert list(json.loads((output_dir / RESULTS_NAME).read_text())["results"]) == ["finetune"]
+
+
+def test_demo_command_refuses_an_unknown_strategy(tmp_path):
+    with pytest.raises(SystemExit):
+        main(["demo", "--output-dir", str(tmp_path), "--strategies", "distill"])
+
+
+def _indices(dataset) -> np.ndarray:
+    return np.asarray(dataset["index"])
+
+
+def test_digits_split_is_stratified_disjoint_and_deterministic():
+    train, validation = load_digits_splits(seed=0)
+
+    assert len(train) + len(validation) == 1797
+    assert len(validation) == 360
+    for dataset in (train, validation):
+        pixels = dataset[0]["pixel_values"]
+        assert tuple(pixels.shape) == (1, 8, 8)
+        assert str(pixels.dtype) == "torch.float32"
+        assert sorted(set(np.asarray(dataset["labels"]).tolist())) == list(range(10))
+    train_ids, validation_ids = _indices(train), _indices(validation)
+    assert not set(train_ids) & set(validation_ids)
+    assert sorted(set(train_ids) | set(validation_ids)) == list(range(1797))
+
+    # Stratified: every class holds out about a fifth of its examples.
+    all_labels = np.bincount(np.concatenate([train["labels"], validation["labels"]]), minlength=10)
+    held_out = np.bincount(np.asarray(validation["labels"]), minlength=10)
+    assert np.all(np.abs(held_out - 0.2 * all_labels) <= 1)
+
+    # Normalised with the training split's statistics.
+    train_pixels = np.asarray(train["pixel_values"])
+    assert abs(train_pixels.mean()) < 1e-4 and abs(train_pixels.std() - 1) < 1e-3
+
+    again_train, again_validation = load_digits_splits(seed=0)
+    assert np.array_equal(_indices(again_train), train_ids)
+    assert np.array_equal(_indices(again_validation), validation_ids)
+    assert np.array_equal(np.asarray(again_train["pixel_values"]), train_pixels)
+    assert not np.array_equal(_indices(load_digits_splits(seed=1)[1]), validation_ids)
+
+
+def test_max_train_samples_keeps_a_stratified_subset_and_the_whole_validation_set():
+    full_train, full_validation = load_digits_splits(seed=0)
+    train, validation = load_digits_splits(seed=0, max_train_samples=40)
+
+    assert len(train) == 40
+    assert np.bincount(np.asarray(train["labels"]), minlength=10).tolist() == [4] * 10
+    assert set(_indices(train)) <= set(_indices(full_train))
+    assert np.array_equal(_indices(validation), _indices(full_validation))
