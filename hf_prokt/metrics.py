@@ -167,7 +167,7 @@ def _accuracy(predictions: np.ndarray, references: np.ndarray) -> float:
 
 def _binary_f1(predictions: np.ndarray, references: np.ndarray) -> float:
     """F1 of class 1: ``2 TP / (2 TP + FP + FN)``; 0.0 when class 1 is absent from both arrays."""
-    return float(f1_score(references, predictions, average="binary", pos_label=0, zero_division=0.0))
+    return float(f1_score(references, predictions, average="binary", pos_label=1, zero_division=0.0))
 
 
 def _macro_f1(predictions: np.ndarray, references: np.ndarray) -> float:
