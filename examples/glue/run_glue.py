@@ -1,0 +1,359 @@
+#!/usr/bin/env python
+"""Distil a teacher into a student on a GLUE task (or your own CSV/TSV/JSON files) with ProKT, KD or
+plain fine-tuning.
+
+    python examples/glue/run_glue.py --task_name sst2 \\
+        --teacher_model_name_or_path google-bert/bert-base-uncased --student_num_layers 6 \\
+        --strategy prokt --do_train --do_eval --output_dir bert6-sst2
+
+    python examples/glue/run_glue.py examples/glue/configs/prokt.json   # the same, from a JSON config
+
+Arguments are those of three dataclasses: `ModelArguments` and `DataTrainingArguments` below, and
+`hf_prokt.ProKTTrainingArguments` (every `TrainingArguments` field plus the distillation ones).
+Outputs follow the `transformers` text-classification example: `train_results.json`,
+`eval_results.json`, `all_results.json`, the student in `output_dir`, and with `--do_predict`
+`predict_results_<task>.txt` in GLUE's submission format (`index<TAB>prediction`).
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+import os
+import sys
+from dataclasses import dataclass, field
+
+import datasets
+import numpy as np
+import transformers
+from transformers import (
+    AutoConfig,
+    AutoModelForSequenceClassification,
+    AutoTokenizer,
+    DataCollatorWithPadding,
+    HfArgumentParser,
+    set_seed,
+)
+
+from hf_prokt import ProKTTrainer, ProKTTrainingArguments, student_from_teacher
+from hf_prokt.metrics import GLUE_TASKS, classification_metrics, compute_glue_metrics, regression_metrics
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class ModelArguments:
+    teacher_model_name_or_path: str | None = field(
+        default=None,
+        metadata={"help": "Teacher: a Hub id or local folder of any AutoModelForSequenceClassification checkpoint "
+                          "(pretrained for prokt, already fine-tuned for kd). Not used by finetune."},
+    )
+    model_name_or_path: str | None = field(
+        default=None,
+        metadata={"help": "Student: a Hub id or local folder. Leave out and set --student_num_layers to build the "
+                          "student from the teacher."},
+    )
+    student_num_layers: int | None = field(
+        default=None,
+        metadata={"help": "Build the student from the teacher: its config with N layers, initialised from N "
+                          "uniformly spaced teacher layers (embeddings copied)."},
+    )
+    tokenizer_name: str | None = field(
+        default=None, metadata={"help": "Tokenizer (default: the teacher's, else the student's). It serves both."}
+    )
+    cache_dir: str | None = field(default=None, metadata={"help": "Where downloaded models and data are stored."})
+    model_revision: str = field(default="main", metadata={"help": "Model revision (branch, tag or commit)."})
+    token: str | None = field(default=None, metadata={"help": "Hub token for private models."})
+    trust_remote_code: bool = field(default=False, metadata={"help": "Allow custom model code from the Hub."})
+    ignore_mismatched_sizes: bool = field(
+        default=False,
+        metadata={"help": "Re-initialise a classification head whose size differs from the task's labels (a "
+                          "checkpoint fine-tuned on another task)."},
+    )
+
+
+@dataclass
+class DataTrainingArguments:
+    task_name: str | None = field(
+        default=None,
+        metadata={"help": f"GLUE task: {', '.join(GLUE_TASKS)}. Loaded with `datasets` (Hub when online, the "
+                          "local cache offline), or from --train_file/--validation_file with the task's columns."},
+    )
+    train_file: str | None = field(default=None, metadata={"help": "Training data: .csv, .tsv, .json or .jsonl."})
+    validation_file: str | None = field(default=None, metadata={"help": "Validation data, same format."})
+    test_file: str | None = field(default=None, metadata={"help": "Test data for --do_predict, same format."})
+    text_columns: str | None = field(
+        default=None,
+        metadata={"help": "Comma-separated text column(s), one or two. Default: the task's, else 'sentence', "
+                          "else 'sentence1,sentence2'."},
+    )
+    label_column: str = field(default="label", metadata={"help": "Label column: ints, strings or floats."})
+    max_seq_length: int = field(default=128, metadata={"help": "Longer inputs are truncated."})
+    pad_to_max_length: bool = field(
+        default=False, metadata={"help": "Pad every input to max_seq_length (default: dynamic padding per batch)."}
+    )
+    max_train_samples: int | None = field(default=None, metadata={"help": "Keep the first N training examples."})
+    max_eval_samples: int | None = field(default=None, metadata={"help": "Keep the first N evaluation examples."})
+    max_predict_samples: int | None = field(default=None, metadata={"help": "Keep the first N test examples."})
+
+    def __post_init__(self):
+        if self.task_name is not None:
+            self.task_name = self.task_name.lower()
+            if self.task_name not in GLUE_TASKS:
+                raise ValueError(f"--task_name {self.task_name!r} is not a GLUE task; use one of {list(GLUE_TASKS)}.")
+        elif self.train_file is None and self.validation_file is None:
+            raise ValueError("Give --task_name, or --train_file / --validation_file.")
+
+
+def read_local_files(data_args: DataTrainingArguments, cache_dir: str | None) -> datasets.DatasetDict:
+    """CSV, TSV (GLUE's own files: tab-separated, quotes literal) or JSON(L) files as a DatasetDict."""
+    files = {split: path for split, path in (("train", data_args.train_file), ("validation", data_args.validation_file),
+                                               ("test", data_args.test_file)) if path}
+    extensions = {os.path.splitext(path)[1].lower() for path in files.values()}
+    if len(extensions) != 1:
+        raise ValueError(f"--train_file/--validation_file/--test_file must share one format, got {sorted(extensions)}.")
+    extension = extensions.pop()
+    if extension == ".tsv":
+        return datasets.load_dataset("csv", data_files=files, delimiter="\t", quoting=csv.QUOTE_NONE,
+                                     cache_dir=cache_dir)
+    if extension == ".csv":
+        return datasets.load_dataset("csv", data_files=files, cache_dir=cache_dir)
+    if extension in (".json", ".jsonl"):
+        return datasets.load_dataset("json", data_files=files, cache_dir=cache_dir)
+    raise ValueError(f"unsupported data file type {extension!r}: use .csv, .tsv, .json or .jsonl.")
+
+
+def load_raw_data(data_args: DataTrainingArguments, model_args: ModelArguments) -> datasets.DatasetDict:
+    if data_args.train_file or data_args.validation_file:
+        return read_local_files(data_args, model_args.cache_dir)
+    raw = datasets.load_dataset("nyu-mll/glue", data_args.task_name, cache_dir=model_args.cache_dir,
+                                token=model_args.token)
+    if data_args.task_name == "mnli":
+        raw["validation"] = raw.pop("validation_matched")
+        raw["test"] = raw.pop("test_matched")
+    return raw
+
+
+def text_columns(data_args: DataTrainingArguments, columns: list[str]) -> tuple[str, str | None]:
+    if data_args.text_columns:
+        names = [name.strip() for name in data_args.text_columns.split(",") if name.strip()]
+    elif data_args.task_name:
+        names = [name for name in GLUE_TASKS[data_args.task_name].sentence_keys if name]
+    elif "sentence" in columns:
+        names = ["sentence"]
+    elif "sentence1" in columns and "sentence2" in columns:
+        names = ["sentence1", "sentence2"]
+    else:
+        raise ValueError(f"cannot guess the text columns among {columns}: pass --text_columns a or --text_columns a,b.")
+    missing = [name for name in names if name not in columns]
+    if missing or not 1 <= len(names) <= 2:
+        raise ValueError(f"text columns {names} must be one or two of the data's columns {columns}.")
+    return names[0], names[1] if len(names) == 2 else None
+
+
+def label_setup(data_args: DataTrainingArguments, raw: datasets.DatasetDict) -> tuple[bool, dict | None]:
+    """`(is_regression, value_to_name)`: how each raw label value is named, in the label order.
+
+    GLUE tasks name their labels as the Hub's `nyu-mll/glue` does (GLUE's TSV files carry those ids);
+    other files get the sorted distinct values of the training file's label column, as strings.
+    """
+    split = "train" if "train" in raw else "validation"
+    if data_args.label_column not in raw[split].column_names:
+        raise ValueError(f"no label column {data_args.label_column!r} in {raw[split].column_names}; "
+                         "set --label_column.")
+    feature = raw[split].features[data_args.label_column]
+    task = GLUE_TASKS.get(data_args.task_name) if data_args.task_name else None
+    if (task and task.is_regression) or (feature.dtype.startswith("float") and not task):
+        return True, None
+    if isinstance(feature, datasets.ClassLabel):
+        return False, dict(enumerate(feature.names))
+    if task is not None:
+        return False, dict(enumerate(task.label_names))
+    return False, {value: str(value) for value in sorted(raw[split].unique(data_args.label_column))}
+
+
+def align_with_teacher_labels(label_names: list[str], teacher_config) -> list[str]:
+    """A fine-tuned teacher that names its labels fixes their order; the data's names must be the same set."""
+    named = teacher_config.id2label and not all(str(n).startswith("LABEL_") for n in teacher_config.id2label.values())
+    if not named:
+        return label_names
+    teacher_names = [str(teacher_config.id2label[i]) for i in range(len(teacher_config.id2label))]
+    if sorted(teacher_names) != sorted(label_names):
+        raise ValueError(
+            f"the teacher's labels {teacher_names} are not the data's labels {label_names}. Use a teacher fine-tuned "
+            "on this task (or a pretrained, not fine-tuned, one)."
+        )
+    return teacher_names
+
+
+def load_model(name_or_path, model_args, num_labels, id2label, label2id, attn_implementation=None):
+    labels = {"id2label": id2label, "label2id": label2id} if id2label else {}
+    config = AutoConfig.from_pretrained(
+        name_or_path, num_labels=num_labels, cache_dir=model_args.cache_dir, revision=model_args.model_revision,
+        token=model_args.token, trust_remote_code=model_args.trust_remote_code, **labels,
+    )
+    if num_labels == 1:
+        config.problem_type = "regression"
+    kwargs = {"attn_implementation": attn_implementation} if attn_implementation else {}
+    return AutoModelForSequenceClassification.from_pretrained(
+        name_or_path, config=config, cache_dir=model_args.cache_dir, revision=model_args.model_revision,
+        token=model_args.token, trust_remote_code=model_args.trust_remote_code,
+        ignore_mismatched_sizes=model_args.ignore_mismatched_sizes, **kwargs,
+    )
+
+
+def build_models(model_args, training_args, num_labels, label_names):
+    """`(teacher or None, student)`, sharing one label set."""
+    id2label = {i: name for i, name in enumerate(label_names)} if label_names else None
+    label2id = {name: i for i, name in enumerate(label_names)} if label_names else None
+    attn = "eager" if training_args.attention_distill_weight > 0 else None
+    needs_teacher = training_args.strategy != "finetune"
+    teacher = None
+    if model_args.teacher_model_name_or_path and (needs_teacher or model_args.student_num_layers):
+        teacher = load_model(model_args.teacher_model_name_or_path, model_args, num_labels, id2label, label2id, attn)
+    elif needs_teacher:
+        raise ValueError(f"--strategy {training_args.strategy} needs --teacher_model_name_or_path.")
+    if model_args.student_num_layers:
+        if teacher is None:
+            raise ValueError("--student_num_layers builds the student from the teacher: give "
+                             "--teacher_model_name_or_path.")
+        student = student_from_teacher(teacher, model_args.student_num_layers)
+    elif model_args.model_name_or_path:
+        student = load_model(model_args.model_name_or_path, model_args, num_labels, id2label, label2id, attn)
+    else:
+        raise ValueError("Give the student: --model_name_or_path, or --student_num_layers N with a teacher.")
+    return (teacher if needs_teacher else None), student
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = HfArgumentParser((ModelArguments, DataTrainingArguments, ProKTTrainingArguments))
+    argv = sys.argv[1:] if argv is None else argv
+    if len(argv) == 1 and argv[0].endswith(".json"):
+        model_args, data_args, training_args = parser.parse_json_file(os.path.abspath(argv[0]))
+    else:
+        model_args, data_args, training_args = parser.parse_args_into_dataclasses(argv)
+
+    logging.basicConfig(format="%(asctime)s - %(levelname)s - %(name)s - %(message)s", level=logging.INFO
+                        if training_args.should_log else logging.WARNING)
+    transformers.utils.logging.set_verbosity(training_args.get_process_log_level())
+    set_seed(training_args.seed)
+
+    raw = load_raw_data(data_args, model_args)
+    reference_split = "train" if "train" in raw else "validation"
+    first, second = text_columns(data_args, raw[reference_split].column_names)
+    is_regression, value_to_name = label_setup(data_args, raw)
+    label_names = list(value_to_name.values()) if value_to_name else None
+    if model_args.teacher_model_name_or_path and label_names and not (
+            training_args.strategy == "finetune" and not model_args.student_num_layers):
+        teacher_config = AutoConfig.from_pretrained(model_args.teacher_model_name_or_path,
+                                                    cache_dir=model_args.cache_dir, token=model_args.token)
+        label_names = align_with_teacher_labels(label_names, teacher_config)
+    num_labels = 1 if is_regression else len(label_names)
+
+    teacher, student = build_models(model_args, training_args, num_labels, label_names)
+    tokenizer_source = (model_args.tokenizer_name or model_args.teacher_model_name_or_path
+                        or model_args.model_name_or_path)
+    tokenizer = AutoTokenizer.from_pretrained(tokenizer_source, cache_dir=model_args.cache_dir, token=model_args.token)
+    if len(tokenizer) > student.config.vocab_size:
+        raise ValueError(f"the tokenizer has {len(tokenizer)} tokens but the student's vocabulary only "
+                         f"{student.config.vocab_size}: use the models' own tokenizer (--tokenizer_name).")
+
+    label_to_id = {name: i for i, name in enumerate(label_names)} if label_names else None
+    padding = "max_length" if data_args.pad_to_max_length else False
+
+    def preprocess(batch):
+        texts = (batch[first],) if second is None else (batch[first], batch[second])
+        encoded = tokenizer(*texts, padding=padding, max_length=data_args.max_seq_length, truncation=True)
+        if data_args.label_column in batch:
+            labels = batch[data_args.label_column]
+            if is_regression:
+                encoded["labels"] = [float(v) for v in labels]
+            else:  # unlabelled rows (GLUE's test sets use -1) get -1 and are only predicted
+                encoded["labels"] = [label_to_id.get(value_to_name.get(v), -1) for v in labels]
+        return encoded
+
+    with training_args.main_process_first(desc="dataset map pre-processing"):
+        processed = raw.map(preprocess, batched=True, remove_columns=raw[reference_split].column_names,
+                            desc="Tokenizing")
+
+    def select(split, limit):
+        dataset = processed[split]
+        return dataset.select(range(min(limit, len(dataset)))) if limit is not None else dataset
+
+    train_dataset = select("train", data_args.max_train_samples) if training_args.do_train else None
+    eval_splits = {}
+    if training_args.do_eval:
+        eval_splits["validation"] = select("validation", data_args.max_eval_samples)
+        if "validation_mismatched" in processed:
+            eval_splits["validation_mismatched"] = select("validation_mismatched", data_args.max_eval_samples)
+    predict_splits = {}
+    if training_args.do_predict:
+        predict_splits["test"] = select("test", data_args.max_predict_samples)
+        if "test_mismatched" in processed:
+            predict_splits["test_mismatched"] = select("test_mismatched", data_args.max_predict_samples)
+
+    if data_args.task_name:
+        compute_metrics = compute_glue_metrics(data_args.task_name)
+    else:
+        compute_metrics = _custom_metrics(is_regression, num_labels)
+
+    trainer = ProKTTrainer(
+        model=student, teacher_model=teacher, args=training_args, train_dataset=train_dataset,
+        eval_dataset=eval_splits.get("validation"), processing_class=tokenizer, compute_metrics=compute_metrics,
+        data_collator=DataCollatorWithPadding(tokenizer, pad_to_multiple_of=8 if training_args.fp16 or
+                                              training_args.bf16 else None),
+    )
+
+    results = {}
+    if training_args.do_train:
+        train_result = trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
+        metrics = {**train_result.metrics, "train_samples": len(train_dataset)}
+        trainer.save_model()
+        trainer.log_metrics("train", metrics)
+        trainer.save_metrics("train", metrics)
+        trainer.save_state()
+        results.update(metrics)
+    for name, dataset in eval_splits.items():
+        prefix = "eval" if name == "validation" else "eval_mm"
+        metrics = {**trainer.evaluate(eval_dataset=dataset, metric_key_prefix=prefix),
+                   f"{prefix}_samples": len(dataset)}
+        trainer.log_metrics("eval", metrics)
+        trainer.save_metrics("eval", metrics, combined=True)
+        results.update(metrics)
+    for name, dataset in predict_splits.items():
+        write_predictions(trainer, dataset, name, data_args.task_name or "custom", is_regression, label_names)
+    if training_args.push_to_hub:
+        trainer.push_to_hub(finetuned_from=model_args.model_name_or_path or model_args.teacher_model_name_or_path,
+                            tasks="text-classification", dataset=data_args.task_name or "custom")
+    return results
+
+
+def _custom_metrics(is_regression: bool, num_labels: int):
+    def compute(prediction):
+        logits = prediction.predictions[0] if isinstance(prediction.predictions, tuple) else prediction.predictions
+        if is_regression:
+            return regression_metrics(np.squeeze(logits, axis=-1) if logits.ndim > 1 else logits,
+                                      prediction.label_ids)
+        return classification_metrics(np.argmax(logits, axis=-1), prediction.label_ids, num_labels)
+    return compute
+
+
+def write_predictions(trainer, dataset, split, task, is_regression, label_names):
+    """GLUE's submission format: `index<TAB>prediction`, with label names (floats for regression)."""
+    dataset = dataset.remove_columns([c for c in ("labels",) if c in dataset.column_names])
+    logits = trainer.predict(dataset, metric_key_prefix="predict").predictions
+    logits = logits[0] if isinstance(logits, tuple) else logits
+    predictions = np.squeeze(logits, axis=-1) if is_regression else np.argmax(logits, axis=-1)
+    suffix = "" if split == "test" else "_mm"
+    path = os.path.join(trainer.args.output_dir, f"predict_results_{task}{suffix}.txt")
+    if trainer.is_world_process_zero():
+        os.makedirs(trainer.args.output_dir, exist_ok=True)
+        with open(path, "w") as writer:
+            writer.write("index\tprediction\n")
+            for index, value in enumerate(predictions):
+                writer.write(f"{index}\t{value:.3f}\n" if is_regression else f"{index}\t{label_names[value]}\n")
+    return path
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,192 @@
+"""`examples/glue/run_glue.py` end to end, offline: tiny models saved to folders, tiny TSV files."""
+
+import importlib.util
+import json
+import random
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from transformers import AutoModelForSequenceClassification, AutoTokenizer, BertTokenizerFast
+
+from tests.conftest import VOCAB_SIZE, tiny_bert
+
+SCRIPT = Path(__file__).resolve().parent.parent / "examples" / "glue" / "run_glue.py"
+WORDS = [f"w{i}" for i in range(VOCAB_SIZE - 5)]
+
+
+def load_script():
+    spec = importlib.util.spec_from_file_location("run_glue", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["run_glue"] = module  # dataclasses resolve string annotations through it
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def run_glue():
+    return load_script()
+
+
+@pytest.fixture(scope="module")
+def model_dirs(tmp_path_factory):
+    """A 4-layer teacher and a 2-layer student, each saved with the same local WordPiece tokenizer."""
+    root = tmp_path_factory.mktemp("models")
+    vocab = root / "vocab.txt"
+    vocab.write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + WORDS) + "\n")
+    tokenizer = BertTokenizerFast(vocab_file=str(vocab))
+    dirs = {}
+    for name, model in (("teacher", tiny_bert(layers=4, hidden=32, seed=2)), ("student", tiny_bert(layers=2, seed=1))):
+        model.save_pretrained(root / name)
+        tokenizer.save_pretrained(root / name)
+        dirs[name] = str(root / name)
+    return dirs
+
+
+def sentence(rng, first_word=None):
+    words = [rng.choice(WORDS) for _ in range(rng.randint(3, 6))]
+    if first_word:
+        words[0] = first_word
+    return " ".join(words)
+
+
+def write_tsv(path, header, rows):
+    path.write_text("\t".join(header) + "\n" + "".join("\t".join(map(str, row)) + "\n" for row in rows))
+    return str(path)
+
+
+def single_sentence_files(tmp_path, n_train=48, n_eval=16, labels=("0", "1")):
+    rng = random.Random(0)
+
+    def rows(n):
+        out = []
+        for _ in range(n):
+            label = rng.randrange(len(labels))
+            out.append((sentence(rng, first_word=WORDS[label]), labels[label]))
+        return out
+
+    return (write_tsv(tmp_path / "train.tsv", ["sentence", "label"], rows(n_train)),
+            write_tsv(tmp_path / "dev.tsv", ["sentence", "label"], rows(n_eval)))
+
+
+def common_args(tmp_path, **extra):
+    args = {"output_dir": str(tmp_path / "out"), "do_train": True, "do_eval": True, "max_steps": 6,
+            "per_device_train_batch_size": 8, "learning_rate": 3e-3, "teacher_learning_rate": 1e-3,
+            "report_to": "none", "save_strategy": "no", "use_cpu": True, "logging_steps": 2,
+            "disable_tqdm": True, **extra}
+    return [item for key, value in args.items() for item in (f"--{key}", str(value))]
+
+
+@pytest.mark.parametrize("strategy", ["prokt", "kd", "finetune"])
+def test_single_sentence_each_strategy(run_glue, model_dirs, tmp_path, strategy):
+    train, dev = single_sentence_files(tmp_path)
+    argv = common_args(tmp_path, strategy=strategy, train_file=train, validation_file=dev)
+    if strategy == "finetune":
+        argv += ["--model_name_or_path", model_dirs["student"]]
+    else:
+        argv += ["--teacher_model_name_or_path", model_dirs["teacher"], "--student_num_layers", "2"]
+    results = run_glue.main(argv)
+
+    out = tmp_path / "out"
+    for name in ("all_results.json", "train_results.json", "eval_results.json", "config.json",
+                 "model.safetensors", "tokenizer.json"):
+        assert (out / name).exists(), name
+    eval_results = json.loads((out / "eval_results.json").read_text())
+    assert {"eval_accuracy", "eval_f1", "eval_matthews_correlation", "eval_loss"} <= set(eval_results)
+    assert ("eval_teacher_accuracy" in eval_results) == (strategy == "prokt")
+    assert "train_loss" in json.loads((out / "train_results.json").read_text())
+    assert set(json.loads((out / "all_results.json").read_text())) >= {"train_loss", "eval_accuracy"}
+    assert results["eval_accuracy"] == eval_results["eval_accuracy"]
+
+    student = AutoModelForSequenceClassification.from_pretrained(out)
+    assert student.config.num_hidden_layers == 2 and student.config.id2label == {0: "0", 1: "1"}
+    # The reported accuracy is the saved student's accuracy on the validation file, computed here by hand.
+    tokenizer = AutoTokenizer.from_pretrained(out)
+    lines = Path(dev).read_text().splitlines()[1:]
+    texts, labels = [line.split("\t")[0] for line in lines], [int(line.split("\t")[1]) for line in lines]
+    with torch.no_grad():
+        logits = student(**tokenizer(texts, padding=True, return_tensors="pt")).logits
+    accuracy = float((logits.argmax(-1).numpy() == np.array(labels)).mean())
+    assert eval_results["eval_accuracy"] == pytest.approx(accuracy)
+
+
+def test_string_labels_pairs_and_predictions_in_glue_format(run_glue, model_dirs, tmp_path):
+    rng = random.Random(1)
+    names = ["yes", "no"]
+
+    def rows(n, labelled=True):
+        out = []
+        for index in range(n):
+            label = rng.randrange(2)
+            row = (sentence(rng, WORDS[label]), sentence(rng))
+            out.append((index, *row, names[label]) if labelled else (index, *row))
+        return out
+
+    header = ["id", "sentence1", "sentence2", "label"]
+    train = write_tsv(tmp_path / "train.tsv", header, rows(32))
+    dev = write_tsv(tmp_path / "dev.tsv", header, rows(8))
+    test = write_tsv(tmp_path / "test.tsv", header[:3], rows(5, labelled=False))
+    argv = common_args(tmp_path, train_file=train, validation_file=dev, test_file=test, do_predict=True,
+                       teacher_model_name_or_path=model_dirs["teacher"], model_name_or_path=model_dirs["student"])
+    run_glue.main(argv)
+    out = tmp_path / "out"
+    student = AutoModelForSequenceClassification.from_pretrained(out)
+    assert student.config.label2id == {"no": 0, "yes": 1}  # sorted, from the training file
+    predictions = (out / "predict_results_custom.txt").read_text().splitlines()
+    assert predictions[0] == "index\tprediction" and len(predictions) == 6
+    assert all(line.split("\t")[1] in names for line in predictions[1:])
+
+
+def test_regression_from_a_json_config(run_glue, model_dirs, tmp_path):
+    rng = random.Random(2)
+
+    def rows(n):
+        out = []
+        for _ in range(n):
+            score = rng.uniform(0, 5)
+            out.append((sentence(rng, WORDS[int(score)]), sentence(rng), f"{score:.2f}"))
+        return out
+
+    header = ["sentence1", "sentence2", "label"]
+    train, dev = write_tsv(tmp_path / "t.tsv", header, rows(32)), write_tsv(tmp_path / "d.tsv", header, rows(8))
+    config = {"output_dir": str(tmp_path / "out"), "do_train": True, "do_eval": True, "max_steps": 4,
+              "train_file": train, "validation_file": dev, "teacher_model_name_or_path": model_dirs["teacher"],
+              "student_num_layers": 1, "ignore_mismatched_sizes": True, "report_to": "none", "save_strategy": "no",
+              "use_cpu": True, "per_device_train_batch_size": 8}
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(config))
+    results = run_glue.main([str(path)])
+    assert {"eval_pearson", "eval_spearmanr", "eval_teacher_pearson"} <= set(results)
+    student = AutoModelForSequenceClassification.from_pretrained(tmp_path / "out")
+    assert student.config.num_labels == 1 and student.config.num_hidden_layers == 1
+
+
+def test_glue_task_from_its_own_tsv_files(run_glue, model_dirs, tmp_path):
+    """GLUE's MRPC files carry 0/1; the labels get the task's names and metrics are accuracy and F1."""
+    rng = random.Random(3)
+    header = ["Quality", "#1 ID", "#2 ID", "sentence1", "sentence2"]
+    rows = [(label := rng.randrange(2), i, i + 1, sentence(rng, WORDS[label]), sentence(rng)) for i in range(24)]
+    train = write_tsv(tmp_path / "train.tsv", header, rows)
+    dev = write_tsv(tmp_path / "dev.tsv", header, rows[:8])
+    argv = common_args(tmp_path, task_name="mrpc", train_file=train, validation_file=dev, label_column="Quality",
+                       teacher_model_name_or_path=model_dirs["teacher"], student_num_layers=2, strategy="kd",
+                       evaluate_teacher=True)
+    results = run_glue.main(argv)
+    assert {"eval_accuracy", "eval_f1", "eval_teacher_accuracy"} <= set(results)
+    student = AutoModelForSequenceClassification.from_pretrained(tmp_path / "out")
+    assert student.config.id2label == {0: "not_equivalent", 1: "equivalent"}
+
+
+def test_bad_inputs_are_refused_before_training(run_glue, model_dirs, tmp_path):
+    train, dev = single_sentence_files(tmp_path)
+    with pytest.raises(ValueError, match="not a GLUE task"):
+        run_glue.main(common_args(tmp_path, task_name="sst3", train_file=train))
+    with pytest.raises(ValueError, match="needs --teacher_model_name_or_path"):
+        run_glue.main(common_args(tmp_path, train_file=train, validation_file=dev,
+                                  model_name_or_path=model_dirs["student"]))
+    with pytest.raises(ValueError, match="text columns"):
+        run_glue.main(common_args(tmp_path, train_file=train, validation_file=dev, text_columns="review",
+                                  model_name_or_path=model_dirs["student"], strategy="finetune"))
+    assert not (tmp_path / "out").exists()
