@@ -190,3 +190,15 @@ def test_bad_inputs_are_refused_before_training(run_glue, model_dirs, tmp_path):
         run_glue.main(common_args(tmp_path, train_file=train, validation_file=dev, text_columns="review",
                                   model_name_or_path=model_dirs["student"], strategy="finetune"))
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("config", sorted((SCRIPT.parent / "configs").glob("*.json")), ids=lambda p: p.stem)
+def test_shipped_configs_parse_and_take_overrides(run_glue, config, tmp_path):
+    model_args, data_args, training_args = run_glue.parse_arguments(
+        [str(config), "--task_name", "mrpc", "--output_dir", str(tmp_path)])
+    raw = json.loads(config.read_text())
+    assert data_args.task_name == "mrpc" and training_args.output_dir == str(tmp_path)
+    assert training_args.strategy == raw["strategy"] and training_args.learning_rate == raw["learning_rate"]
+    assert training_args.num_train_epochs == raw["num_train_epochs"] == 6
+    assert training_args.zero_init_classifier == raw.get("zero_init_classifier", False)
+    assert model_args.student_num_layers == raw.get("student_num_layers")

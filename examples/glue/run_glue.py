@@ -6,7 +6,8 @@ plain fine-tuning.
         --teacher_model_name_or_path google-bert/bert-base-uncased --student_num_layers 6 \\
         --strategy prokt --do_train --do_eval --output_dir bert6-sst2
 
-    python examples/glue/run_glue.py examples/glue/configs/prokt.json   # the same, from a JSON config
+    python examples/glue/run_glue.py examples/glue/configs/prokt.json   # the paper's recipe, from a JSON config
+    python examples/glue/run_glue.py examples/glue/configs/prokt.json --task_name mrpc --output_dir runs/mrpc
 
 Arguments are those of three dataclasses: `ModelArguments` and `DataTrainingArguments` below, and
 `hf_prokt.ProKTTrainingArguments` (every `TrainingArguments` field plus the distillation ones).
@@ -18,6 +19,7 @@ Outputs follow the `transformers` text-classification example: `train_results.js
 from __future__ import annotations
 
 import csv
+import json
 import logging
 import os
 import sys
@@ -225,13 +227,25 @@ def build_models(model_args, training_args, num_labels, label_names):
     return (teacher if needs_teacher else None), student
 
 
-def main(argv: list[str] | None = None) -> dict:
+def parse_arguments(argv: list[str]):
+    """Command-line flags, or a JSON config optionally followed by flags that override it
+    (``run_glue.py configs/prokt.json --task_name mrpc --output_dir runs/mrpc``)."""
     parser = HfArgumentParser((ModelArguments, DataTrainingArguments, ProKTTrainingArguments))
-    argv = sys.argv[1:] if argv is None else argv
-    if len(argv) == 1 and argv[0].endswith(".json"):
-        model_args, data_args, training_args = parser.parse_json_file(os.path.abspath(argv[0]))
-    else:
-        model_args, data_args, training_args = parser.parse_args_into_dataclasses(argv)
+    if argv and argv[0].endswith(".json"):
+        with open(argv[0]) as f:
+            config = json.load(f)
+        as_flags = []
+        for key, value in config.items():
+            if value is None:
+                continue
+            values = value if isinstance(value, list) else [value]
+            as_flags += [f"--{key}", *(str(v).lower() if isinstance(v, bool) else str(v) for v in values)]
+        argv = as_flags + list(argv[1:])
+    return parser.parse_args_into_dataclasses(argv)
+
+
+def main(argv: list[str] | None = None) -> dict:
+    model_args, data_args, training_args = parse_arguments(sys.argv[1:] if argv is None else argv)
 
     logging.basicConfig(format="%(asctime)s - %(levelname)s - %(name)s - %(message)s", level=logging.INFO
                         if training_args.should_log else logging.WARNING)
