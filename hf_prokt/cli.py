@@ -27,6 +27,9 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--max-train-samples", type=int, default=None,
                       help="Train on at most this many examples, for a quick run (default: all, 1,437).")
     demo.add_argument("--seed", type=int, default=0, help="Seed of the split, the models and training.")
+    demo.add_argument("--plot", action="store_true",
+                      help="Also evaluate every epoch and save the ProKT run's curves (teacher and student "
+                      "accuracy, KL) as prokt_curves.png in the output directory (needs matplotlib).")
     demo.add_argument("--strategies", nargs="+", choices=STRATEGIES, default=["finetune", "kd", "prokt"],
                       help="Which strategies to run, in order (default: all three).")
     return parser
@@ -38,7 +41,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "demo":
         from .demo import format_table, run_demo
 
-        report = run_demo(args.output_dir, args.epochs, args.max_train_samples, args.seed, args.strategies)
+        report = run_demo(args.output_dir, args.epochs, args.max_train_samples, args.seed, args.strategies,
+                          plot=args.plot)
         settings = report["settings"]
         print(f"digits: {settings['train_examples']} training / {settings['validation_examples']} validation "
               f"images, {settings['epochs']:g} epochs, seed {settings['seed']}; validation accuracy:")

@@ -34,6 +34,7 @@ from .trainer import ProKTTrainer
 NUM_CLASSES = 10
 IMAGE_SIZE = 8
 RESULTS_NAME = "demo_results.json"
+PLOT_NAME = "prokt_curves.png"
 DEFAULT_OUTPUT_DIR = "hf_prokt_demo"
 DEFAULT_EPOCHS = 10
 BATCH_SIZE = 32
@@ -168,8 +169,13 @@ class _StrategyProgress(ProgressCallback):
 
 
 def _train_and_evaluate(run_name: str, strategy: str, model, teacher, train_set, eval_set,
-                        output_dir: str, epochs: float, seed: int, **overrides) -> dict[str, float]:
-    """Train ``model`` with one strategy, evaluate it, and return the evaluation metrics (``eval_*``)."""
+                        output_dir: str, epochs: float, seed: int, plot_path: str | None = None,
+                        **overrides) -> dict[str, float]:
+    """Train ``model`` with one strategy, evaluate it, and return the evaluation metrics (``eval_*``).
+
+    With ``plot_path``, both models are evaluated and the losses logged every epoch, and the training
+    curves are saved there as PNG (`hf_prokt.plot.plot_training`).
+    """
     settings = dict(
         output_dir=os.path.join(output_dir, run_name), strategy=strategy, num_train_epochs=epochs,
         per_device_train_batch_size=BATCH_SIZE, per_device_eval_batch_size=256,
@@ -179,6 +185,8 @@ def _train_and_evaluate(run_name: str, strategy: str, model, teacher, train_set,
         disable_tqdm=False, seed=seed, data_seed=seed, dataloader_num_workers=0,
         dataloader_pin_memory=torch.cuda.is_available(),
     )
+    if plot_path is not None:
+        settings.update(eval_strategy="epoch", logging_strategy="epoch")
     settings.update(overrides)
     trainer = ProKTTrainer(
         model=model, teacher_model=teacher, args=ProKTTrainingArguments(**settings),
@@ -187,11 +195,16 @@ def _train_and_evaluate(run_name: str, strategy: str, model, teacher, train_set,
     trainer.remove_callback(ProgressCallback)
     trainer.add_callback(_StrategyProgress(run_name))
     trainer.train()
-    return trainer.evaluate()
+    metrics = trainer.evaluate()
+    if plot_path is not None:
+        from .plot import plot_training
+
+        plot_training(trainer.state.log_history, plot_path, metric="accuracy", title=f"{run_name} on digits")
+    return metrics
 
 
 def run_strategy(strategy: str, train_set: datasets.Dataset, eval_set: datasets.Dataset, output_dir: str,
-                 epochs: float = DEFAULT_EPOCHS, seed: int = 0) -> dict:
+                 epochs: float = DEFAULT_EPOCHS, seed: int = 0, plot: bool = False) -> dict:
     """Run one recipe from fresh models and report it.
 
     Returns:
@@ -215,7 +228,8 @@ def run_strategy(strategy: str, train_set: datasets.Dataset, eval_set: datasets.
         extra["teacher_wall_time_s"] = time.perf_counter() - start
         metrics = _train_and_evaluate("kd", "kd", student, teacher, **common)
     else:
-        metrics = _train_and_evaluate("prokt", "prokt", student, teacher, **common)
+        plot_path = os.path.join(output_dir, PLOT_NAME) if plot else None
+        metrics = _train_and_evaluate("prokt", "prokt", student, teacher, plot_path=plot_path, **common)
         teacher_accuracy = metrics["eval_teacher_accuracy"]
     wall_time = time.perf_counter() - start
     return {"student_accuracy": metrics["eval_accuracy"], "teacher_accuracy": teacher_accuracy,
@@ -224,7 +238,7 @@ def run_strategy(strategy: str, train_set: datasets.Dataset, eval_set: datasets.
 
 def run_demo(output_dir: str = DEFAULT_OUTPUT_DIR, epochs: float = DEFAULT_EPOCHS,
              max_train_samples: int | None = None, seed: int = 0,
-             strategies: Sequence[str] = ("finetune", "kd", "prokt")) -> dict:
+             strategies: Sequence[str] = ("finetune", "kd", "prokt"), plot: bool = False) -> dict:
     """Run ``strategies`` on the digits split of ``seed`` and write ``demo_results.json`` in ``output_dir``.
 
     Returns:
@@ -250,7 +264,7 @@ def run_demo(output_dir: str = DEFAULT_OUTPUT_DIR, epochs: float = DEFAULT_EPOCH
         "results": {},
     }
     for strategy in strategies:
-        report["results"][strategy] = run_strategy(strategy, train_set, eval_set, output_dir, epochs, seed)
+        report["results"][strategy] = run_strategy(strategy, train_set, eval_set, output_dir, epochs, seed, plot)
     with open(os.path.join(output_dir, RESULTS_NAME), "w") as f:
         json.dump(report, f, indent=2)
     return report

@@ -29,6 +29,7 @@ import datasets
 import torch
 from torch import nn
 from transformers import Trainer, get_scheduler
+from transformers.modelcard import TrainingSummary
 from transformers.trainer_callback import ProgressCallback
 
 from .alignment import IntermediateDistiller
@@ -36,6 +37,7 @@ from .arguments import ProKTTrainingArguments
 from .compatibility import check_distillation_pair
 from .heads import zero_classification_layer
 from .losses import dual_ascent, student_loss, teacher_dual_loss, teacher_penalty_loss
+from .model_card import add_distillation_to_card
 
 logger = logging.getLogger(__name__)
 
@@ -504,6 +506,73 @@ class ProKTTrainer(Trainer):
         finally:
             self.model, self.model_wrapped = saved
             self.teacher_model.train(was_training)
+
+    # ------------------------------------------------------------------ saving and the Hub
+
+    def save_model(self, output_dir: str | None = None, _internal_call: bool = False) -> None:
+        """Write the student alone (weights, config, processor) and, when called by the user, its model card."""
+        super().save_model(output_dir, _internal_call)
+        if not _internal_call:
+            self._write_model_card(output_dir or self.args.output_dir)
+
+    def create_model_card(self, language=None, license=None, tags=None, model_name=None, finetuned_from=None,
+                          tasks=None, dataset_tags=None, dataset=None, dataset_args=None,
+                          inference_speedup: float | None = None) -> None:
+        """The `transformers` card of the student, extended with how it was distilled (see `hf_prokt.model_card`).
+
+        `inference_speedup` (student over teacher, measured by you) goes into the card when given.
+        """
+        self._write_model_card(self.args.output_dir, language=language, license=license, tags=tags,
+                               model_name=model_name, finetuned_from=finetuned_from, tasks=tasks,
+                               dataset_tags=dataset_tags, dataset=dataset, dataset_args=dataset_args,
+                               inference_speedup=inference_speedup)
+
+    def _write_model_card(self, folder: str, inference_speedup: float | None = None, **kwargs) -> None:
+        if not self.is_world_process_zero():
+            return
+        kwargs = {k: v for k, v in kwargs.items() if v is not None}
+        card = TrainingSummary.from_trainer(self, **kwargs).to_model_card()
+        card = add_distillation_to_card(card, self, dataset=kwargs.get("dataset"), tasks=kwargs.get("tasks"),
+                                        inference_speedup=inference_speedup,
+                                        finetuned_from=kwargs.get("finetuned_from"))
+        os.makedirs(folder, exist_ok=True)
+        with open(os.path.join(folder, "README.md"), "w", encoding="utf-8") as f:
+            f.write(card)
+
+    def push_to_hub(self, commit_message: str | None = "End of training", blocking: bool = True,
+                    token: str | None = None, revision: str | None = None, private: bool | None = None,
+                    push_teacher: bool = False, teacher_repo_id: str | None = None, **kwargs):
+        """Push the student alone (weights, config, processor, model card) as `Trainer.push_to_hub` does.
+
+        With `push_teacher=True` the teacher goes to its own repository (`teacher_repo_id`, default
+        ``<student repo>-teacher``), never beside the student.
+        """
+        result = super().push_to_hub(commit_message, blocking, token, revision, private, **kwargs)
+        if push_teacher and self.is_world_process_zero():
+            if self.teacher_model is None:
+                raise ValueError("push_teacher=True, but this trainer has no teacher (strategy='finetune').")
+            self._push_teacher(teacher_repo_id or f"{self.hub_model_id}-teacher", commit_message, token, private)
+        return result
+
+    def _push_teacher(self, repo_id: str, commit_message: str | None, token: str | None, private: bool | None):
+        import tempfile
+
+        from huggingface_hub import HfApi
+
+        api = HfApi(token=token if token is not None else self.args.hub_token)
+        repo_id = api.create_repo(repo_id, private=private if private is not None else self.args.hub_private_repo,
+                                  exist_ok=True).repo_id
+        with tempfile.TemporaryDirectory() as folder:
+            self.save_teacher(folder)
+            return api.upload_folder(repo_id=repo_id, folder_path=folder, commit_message=commit_message)
+
+    def save_teacher(self, output_dir: str) -> None:
+        """Write the (co-trained) teacher as a plain checkpoint, with the processor."""
+        if self.teacher_model is None:
+            raise ValueError("this trainer has no teacher (strategy='finetune').")
+        self.accelerator.unwrap_model(self._teacher_wrapped).save_pretrained(output_dir)
+        if self.processing_class is not None:
+            self.processing_class.save_pretrained(output_dir)
 
     # ------------------------------------------------------------------ checkpoints
 

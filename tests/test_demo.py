@@ -51,6 +51,13 @@ def test_demo_command_prints_one_row_per_strategy_and_writes_results(tmp_path, c
     assert 0 < results["kd"]["teacher_wall_time_s"] < results["kd"]["wall_time_s"]
 
 
+def test_demo_plot_saves_the_prokt_curves(tmp_path):
+    output_dir = tmp_path / "demo"
+    assert main(["demo", "--output-dir", str(output_dir), "--epochs", "2", "--max-train-samples", "40",
+                 "--strategies", "prokt", "--plot"]) == 0
+    assert (output_dir / "prokt_curves.png").stat().st_size > 10_000
+
+
 def test_demo_command_runs_only_the_strategies_asked_for(tmp_path, capsys):
     output_dir = tmp_path / "demo"
     assert main(["demo", "--output-dir", str(output_dir), *QUICK, "--strategies", "finetune"]) == 0

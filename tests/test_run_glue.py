@@ -82,7 +82,8 @@ def common_args(tmp_path, **extra):
 @pytest.mark.parametrize("strategy", ["prokt", "kd", "finetune"])
 def test_single_sentence_each_strategy(run_glue, model_dirs, tmp_path, strategy):
     train, dev = single_sentence_files(tmp_path)
-    argv = common_args(tmp_path, strategy=strategy, train_file=train, validation_file=dev)
+    argv = common_args(tmp_path, strategy=strategy, train_file=train, validation_file=dev, plot=True,
+                       eval_strategy="steps", eval_steps=3)
     if strategy == "finetune":
         argv += ["--model_name_or_path", model_dirs["student"]]
     else:
@@ -91,7 +92,7 @@ def test_single_sentence_each_strategy(run_glue, model_dirs, tmp_path, strategy)
 
     out = tmp_path / "out"
     for name in ("all_results.json", "train_results.json", "eval_results.json", "config.json",
-                 "model.safetensors", "tokenizer.json"):
+                 "model.safetensors", "tokenizer.json", "training_curves.png", "README.md"):
         assert (out / name).exists(), name
     eval_results = json.loads((out / "eval_results.json").read_text())
     assert {"eval_accuracy", "eval_f1", "eval_matthews_correlation", "eval_loss"} <= set(eval_results)

@@ -97,6 +97,11 @@ class DataTrainingArguments:
     max_train_samples: int | None = field(default=None, metadata={"help": "Keep the first N training examples."})
     max_eval_samples: int | None = field(default=None, metadata={"help": "Keep the first N evaluation examples."})
     max_predict_samples: int | None = field(default=None, metadata={"help": "Keep the first N test examples."})
+    plot: bool = field(
+        default=False,
+        metadata={"help": "Save training_curves.png in output_dir: student and teacher metric over steps and the "
+                          "KL between them (needs matplotlib; evaluate during training for more than one point)."},
+    )
 
     def __post_init__(self):
         if self.task_name is not None:
@@ -334,6 +339,13 @@ def main(argv: list[str] | None = None) -> dict:
         trainer.log_metrics("eval", metrics)
         trainer.save_metrics("eval", metrics, combined=True)
         results.update(metrics)
+    if data_args.plot and trainer.is_world_process_zero():
+        from hf_prokt.plot import plot_training
+
+        metric = GLUE_TASKS[data_args.task_name].metric_names[0] if data_args.task_name else (
+            "pearson" if is_regression else "accuracy")
+        plot_training(trainer.state.log_history, os.path.join(training_args.output_dir, "training_curves.png"),
+                      metric=metric, title=f"{training_args.strategy} on {data_args.task_name or 'custom data'}")
     for name, dataset in predict_splits.items():
         write_predictions(trainer, dataset, name, data_args.task_name or "custom", is_regression, label_names)
     if training_args.push_to_hub:

@@ -1,0 +1,162 @@
+"""The student's model card: the `transformers` card plus a section and metadata saying how it was distilled.
+
+Metadata stays valid for the Hub (`huggingface_hub.ModelCard`): ``base_model`` (only when it is a Hub id),
+``datasets``, ``tags`` (``knowledge-distillation``, ``prokt``), and a ``model-index`` with the student's
+final evaluation metrics.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+
+from huggingface_hub import EvalResult, ModelCard
+from torch import nn
+
+_TASK_BY_CLASS = (("SequenceClassification", "text-classification"),
+                  ("ImageClassification", "image-classification"))
+_NOT_METRICS = {"runtime", "samples_per_second", "steps_per_second", "model_preparation_time", "epoch", "step"}
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
+
+
+def parameter_count(model: nn.Module | None) -> int | None:
+    return None if model is None else sum(p.numel() for p in model.parameters())
+
+
+def hub_id(name_or_path: str | None) -> str | None:
+    """``name_or_path`` when it names a Hub repository, None for local folders and empty names."""
+    if not name_or_path or os.path.isdir(name_or_path) or os.path.isabs(name_or_path):
+        return None
+    return name_or_path if _HUB_ID.match(name_or_path) else None
+
+
+def _source(model: nn.Module | None) -> str | None:
+    """Where the model's weights came from (``config._name_or_path``), if known."""
+    return getattr(getattr(model, "config", None), "_name_or_path", None) or None
+
+
+def _name(model: nn.Module | None) -> str | None:
+    return _source(model) or (type(model).__name__ if model is not None else None)
+
+
+def final_metrics(log_history: list[dict], prefix: str = "eval_") -> tuple[dict[str, float], dict[str, float]]:
+    """The last evaluation's student and teacher metrics (``{"accuracy": ...}``), without speed entries."""
+    student, teacher = {}, {}
+    for entry in log_history:
+        if f"{prefix}loss" not in entry and not any(k.startswith(prefix) for k in entry):
+            continue
+        current_student, current_teacher = {}, {}
+        for key, value in entry.items():
+            if not key.startswith(prefix) or not isinstance(value, (int, float)):
+                continue
+            name = key[len(prefix):]
+            if name.startswith("teacher_"):
+                if name[len("teacher_"):] not in _NOT_METRICS:
+                    current_teacher[name[len("teacher_"):]] = float(value)
+            elif name not in _NOT_METRICS:
+                current_student[name] = float(value)
+        if current_student:
+            student, teacher = current_student, current_teacher
+    return student, teacher
+
+
+def distillation_section(trainer, inference_speedup: float | None = None, dataset: str | None = None) -> str:
+    """Markdown: method and strategy, both models and their sizes, the hyper-parameters that matter and the
+    final metrics of both models."""
+    args = trainer.args
+    student, teacher = trainer.accelerator.unwrap_model(trainer.model), trainer.teacher_model
+    student_params, teacher_params = parameter_count(student), parameter_count(teacher)
+    student_metrics, teacher_metrics = final_metrics(trainer.state.log_history)
+    method = {
+        "prokt": "ProKT (Shi et al., *Follow Your Path: a Progressive Method for Knowledge Distillation*, "
+                 "ECML-PKDD 2021): the teacher was trained with the student and pulled back towards it at every "
+                 "step; the student learned from the teacher after each of its steps",
+        "kd": "knowledge distillation from a frozen teacher (Hinton et al., 2015)",
+        "finetune": "plain fine-tuning on labels (no teacher)",
+    }[args.strategy]
+    lines = ["## Distillation", "", f"This model was trained with hf_prokt (`strategy=\"{args.strategy}\"`): "
+             f"{method}.", ""]
+    rows = [("student", _name(student), student_params)]
+    if teacher is not None:
+        rows.append(("teacher", _name(teacher), teacher_params))
+    lines += ["| model | from | parameters |", "| --- | --- | --- |"]
+    lines += [f"| {role} | {name} | {count:,} |" for role, name, count in rows]
+    lines.append("")
+    if teacher is not None and student_params:
+        lines.append(f"- Compression: {teacher_params / student_params:.2f}x fewer parameters than the teacher.")
+        lines.append(f"- Inference speed-up over the teacher: {inference_speedup:.2f}x (measured)."
+                     if inference_speedup else "- Inference speed-up over the teacher: not measured.")
+    if dataset:
+        lines.append(f"- Data: {dataset}.")
+    lines += ["", "### Distillation hyper-parameters", ""]
+    lines += [f"- {name}: {value}" for name, value in distillation_hyperparameters(args).items()]
+    if student_metrics:
+        lines += ["", "### Final evaluation", "", "| metric | student | teacher |", "| --- | --- | --- |"]
+        for name, value in student_metrics.items():
+            teacher_value = teacher_metrics.get(name)
+            lines.append(f"| {name} | {value:.4f} | {'-' if teacher_value is None else f'{teacher_value:.4f}'} |")
+    return "\n".join(lines) + "\n"
+
+
+def distillation_hyperparameters(args) -> dict:
+    """The arguments that define the recipe (only those that apply to the strategy)."""
+    values = {"strategy": args.strategy, "learning_rate (student)": args.learning_rate}
+    if args.strategy == "finetune":
+        return values
+    if args.strategy == "prokt":
+        values.update({"teacher_learning_rate": args.teacher_learning_rate, "prokt_target": args.prokt_target,
+                       "prokt_constraint": args.prokt_constraint})
+        if args.prokt_constraint == "dual":
+            values.update({"prokt_epsilon": args.prokt_epsilon, "dual_lr": args.dual_lr, "dual_init": args.dual_init})
+        else:
+            values["prokt_lambda"] = args.prokt_lambda
+    values.update({"distill_temperature": args.distill_temperature, "distill_alpha": args.distill_alpha})
+    for name in ("hidden_distill_weight", "embedding_distill_weight", "attention_distill_weight"):
+        if getattr(args, name) > 0:
+            values[name] = getattr(args, name)
+    if args.uses_intermediate_terms:
+        values["layer_map"] = args.layer_map
+    values["zero_init_classifier"] = args.zero_init_classifier
+    return values
+
+
+def task_type(model: nn.Module) -> str | None:
+    name = type(model).__name__
+    for suffix, task in _TASK_BY_CLASS:
+        if suffix in name:
+            return task
+    return None
+
+
+def add_distillation_to_card(card_text: str, trainer, dataset: str | list[str] | None = None,
+                             tasks: str | list[str] | None = None, inference_speedup: float | None = None,
+                             finetuned_from: str | None = None) -> str:
+    """Extend a `transformers` model card (text with YAML metadata) with the distillation section and metadata."""
+    card = ModelCard(card_text)
+    data = card.data
+    student = trainer.accelerator.unwrap_model(trainer.model)
+    datasets_ = [dataset] if isinstance(dataset, str) else list(dataset or [])
+    strategy_tags = {"prokt": ["knowledge-distillation", "prokt"], "kd": ["knowledge-distillation"],
+                     "finetune": []}[trainer.args.strategy]
+    data.tags = list(dict.fromkeys([*(data.tags or []), *strategy_tags, "hf-prokt"]))
+    base_model = hub_id(finetuned_from) or hub_id(_source(student))
+    if base_model:
+        data.base_model = base_model
+    if datasets_:
+        data.datasets = datasets_
+    student_metrics, _ = final_metrics(trainer.state.log_history)
+    task = (tasks if isinstance(tasks, str) else (tasks or [None])[0]) or task_type(student)
+    if student_metrics and task and datasets_:
+        data.eval_results = [
+            EvalResult(task_type=task, dataset_type=datasets_[0], dataset_name=datasets_[0], metric_type=name,
+                       metric_value=value)
+            for name, value in student_metrics.items() if name != "loss"
+        ] or None
+        data.model_name = data.model_name or os.path.basename(os.path.normpath(trainer.args.output_dir))
+    # Without a Hub id to link, the transformers card names an empty model: name the real source instead.
+    body = card.text.replace("a fine-tuned version of [](https://huggingface.co/)",
+                             f"a {trainer.args.strategy} student initialised from `{_name(student)}`")
+    section = distillation_section(trainer, inference_speedup, ", ".join(datasets_) or None)
+    anchor = "## Model description"
+    body = body.replace(anchor, section + "\n" + anchor, 1) if anchor in body else body.rstrip() + "\n\n" + section
+    return f"---\n{data.to_yaml()}\n---\n{body}"
