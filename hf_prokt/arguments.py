@@ -111,6 +111,14 @@ class ProKTTrainingArguments(TrainingArguments):
         default=False,
         metadata={"help": "Zero the final classification layer of both models before training, as the authors did."},
     )
+    teacher_dtype: str | None = field(
+        default=None,
+        metadata={
+            "help": "strategy='kd' only: cast the frozen teacher to this dtype ('bfloat16', 'float16' or "
+            "'float32') to halve its memory; it runs in inference mode only (no optimizer, no gradients).",
+            "choices": [None, "bfloat16", "float16", "float32"],
+        },
+    )
     evaluate_teacher: bool | None = field(
         default=None,
         metadata={
@@ -146,6 +154,11 @@ class ProKTTrainingArguments(TrainingArguments):
             if getattr(self, name) < 0:
                 fail(name, f"{getattr(self, name)} is negative", "Use 0 or a positive number.")
         self.layer_map = self._parse_layer_map(self.layer_map, fail)
+        if self.teacher_dtype not in (None, "bfloat16", "float16", "float32"):
+            fail("teacher_dtype", f"unknown value {self.teacher_dtype!r}", "Use 'bfloat16', 'float16' or 'float32'.")
+        if self.teacher_dtype is not None and self.strategy != "kd":
+            fail("teacher_dtype", f"casting the teacher applies to a frozen teacher, but strategy is "
+                 f"{self.strategy!r}", "Use strategy='kd', or mixed precision (bf16=True) to train a ProKT teacher.")
         if self.strategy == "finetune" and self.uses_intermediate_terms:
             fail("hidden_distill_weight", "intermediate distillation terms need a teacher, but strategy is "
                  "'finetune'", "Set the *_distill_weight fields to 0, or use strategy 'kd' or 'prokt'.")

@@ -116,6 +116,8 @@ class ProKTTrainer(Trainer):
         self.dual_beta = float(args.dual_init)
         self._teacher_last_lr = None
         if teacher_model is not None:
+            if args.teacher_dtype is not None:
+                teacher_model.to(getattr(torch, args.teacher_dtype))
             if self.place_model_on_device:
                 teacher_model.to(args.device)
             teacher_model.train(args.strategy == "prokt")

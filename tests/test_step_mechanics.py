@@ -159,3 +159,20 @@ def test_bf16_autocast_applies_to_both_models(tmp_path):
     train(tmp_path, student, teacher, max_steps=1, bf16=True)
     assert dtypes["student"] == {torch.bfloat16}
     assert dtypes["teacher"] == {torch.bfloat16}
+
+
+def test_kd_teacher_in_bf16_inference_only(tmp_path):
+    student, teacher = tiny_bert(seed=1), tiny_bert(layers=3, hidden=24, seed=2)
+    outputs = []
+    teacher.register_forward_hook(lambda module, args, output: outputs.append(output.logits.dtype))
+    trainer = train(tmp_path, student, teacher, strategy="kd", teacher_dtype="bfloat16", max_steps=3)
+    assert {p.dtype for p in teacher.parameters()} == {torch.bfloat16}
+    assert {p.dtype for p in student.parameters()} == {torch.float32}
+    assert outputs == [torch.bfloat16] * 3 and trainer.teacher_optimizer is None
+    losses = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
+    assert len(losses) == 3 and all(loss == loss and loss < 10 for loss in losses)
+
+
+def test_teacher_dtype_is_for_frozen_teachers_only(tmp_path):
+    with pytest.raises(ValueError, match="teacher_dtype"):
+        make_args(tmp_path, teacher_dtype="bfloat16")
