@@ -615,7 +615,7 @@ class ProKTTrainer(Trainer):
                 "save_only_model=False (save_only_model checkpoints keep the student's weights only)."
             )
         self._load_from_checkpoint(teacher_dir, model=self.teacher_model)
-        device = self.args.device
+        device = "cpu" if self.args.device.type == "cpu" else self.args.device  # torch can't restore "cpu:0"
         self.teacher_optimizer.load_state_dict(
             torch.load(os.path.join(checkpoint, TEACHER_OPTIMIZER_NAME), map_location=device, weights_only=True)
         )

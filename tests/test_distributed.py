@@ -1,5 +1,6 @@
 """Real multi-process ProKT (DDP, gloo, CPU): two processes equal one process with twice the batch."""
 
+import json
 import os
 import shutil
 import socket
@@ -43,3 +44,28 @@ def test_two_processes_equal_one(tmp_path, extra, per_device_two, per_device_one
     assert distributed["beta"] == pytest.approx(single["beta"], abs=1e-6)
     if "dual" in extra:
         assert single["beta"] != pytest.approx(0.5)
+
+
+def test_run_glue_under_two_processes_saves_once_and_resumes(tmp_path):
+    """The GLUE example under a real 2-process launch: one student saved, checkpoints that resume."""
+    from tests.test_run_glue import common_args, model_dirs_in, single_sentence_files
+
+    models = model_dirs_in(tmp_path / "models")
+    train, dev = single_sentence_files(tmp_path)
+    script = os.path.join(os.path.dirname(WORKER), "..", "examples", "glue", "run_glue.py")
+    argv = common_args(tmp_path, train_file=train, validation_file=dev, teacher_model_name_or_path=models["teacher"],
+                       student_num_layers=2, max_steps=4, save_strategy="steps", save_steps=2,
+                       per_device_train_batch_size=4)
+
+    def launch(extra):
+        run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
+             "--master_port", str(free_port()), script, *argv, *extra], tmp_path)
+
+    launch([])
+    out = tmp_path / "out"
+    state = json.loads((out / "checkpoint-4" / "trainer_state.json").read_text())
+    assert state["global_step"] == 4 and (out / "checkpoint-4" / "teacher" / "model.safetensors").exists()
+    assert json.loads((out / "train_results.json").read_text())["train_samples"] == 48
+    assert (out / "model.safetensors").exists() and (out / "eval_results.json").exists()
+    launch(["--max_steps", "6", "--resume_from_checkpoint", str(out / "checkpoint-4")])
+    assert json.loads((out / "trainer_state.json").read_text())["global_step"] == 6

@@ -32,8 +32,12 @@ def run_glue():
 
 @pytest.fixture(scope="module")
 def model_dirs(tmp_path_factory):
+    return model_dirs_in(tmp_path_factory.mktemp("models"))
+
+
+def model_dirs_in(root):
     """A 4-layer teacher and a 2-layer student, each saved with the same local WordPiece tokenizer."""
-    root = tmp_path_factory.mktemp("models")
+    root.mkdir(parents=True, exist_ok=True)
     vocab = root / "vocab.txt"
     vocab.write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + WORDS) + "\n")
     tokenizer = BertTokenizerFast(vocab_file=str(vocab))
