@@ -109,7 +109,8 @@ class ProKTTrainingArguments(TrainingArguments):
     )
     zero_init_classifier: bool = field(
         default=False,
-        metadata={"help": "Zero the final classification layer of both models before training, as the authors did."},
+        metadata={"help": "Zero the final classification layer of the student and, for 'prokt', of the teacher "
+                          "before training, as the authors did (a 'kd' teacher is already fine-tuned: left alone)."},
     )
     teacher_dtype: str | None = field(
         default=None,

@@ -131,7 +131,7 @@ class ProKTTrainer(Trainer):
         self._distiller_prepared = False
         if args.zero_init_classifier:
             zero_classification_layer(self.model)
-            if teacher_model is not None:
+            if args.strategy == "prokt":  # a KD teacher is already fine-tuned: its head is its knowledge
                 zero_classification_layer(teacher_model)
 
         self._window: list | None = None

@@ -68,4 +68,6 @@ def local_tokenizer(tmp_path) -> BertTokenizerFast:
     words = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + [f"w{i}" for i in range(VOCAB_SIZE - 5)]
     vocab = tmp_path / "vocab.txt"
     vocab.write_text("\n".join(words) + "\n")
-    return BertTokenizerFast(vocab_file=str(vocab))
+    tokenizer = BertTokenizerFast(vocab=str(vocab))
+    assert len(tokenizer) == VOCAB_SIZE and tokenizer.tokenize("w1 w2") == ["w1", "w2"]
+    return tokenizer

@@ -40,7 +40,8 @@ def model_dirs_in(root):
     root.mkdir(parents=True, exist_ok=True)
     vocab = root / "vocab.txt"
     vocab.write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + WORDS) + "\n")
-    tokenizer = BertTokenizerFast(vocab_file=str(vocab))
+    tokenizer = BertTokenizerFast(vocab=str(vocab))
+    assert len(tokenizer) == VOCAB_SIZE and tokenizer.tokenize(WORDS[3]) == [WORDS[3]]
     dirs = {}
     for name, model in (("teacher", tiny_bert(layers=4, hidden=32, seed=2)), ("student", tiny_bert(layers=2, seed=1))):
         model.save_pretrained(root / name)

@@ -159,6 +159,15 @@ def test_model_init_and_compute_loss_func_are_refused(tmp_path):
                      compute_loss_func=lambda outputs, labels, num_items_in_batch=None: outputs.logits.sum())
 
 
+def test_zero_init_classifier_leaves_a_kd_teacher_alone(tmp_path):
+    student, teacher = tiny_bert(), tiny_bert(layers=3, hidden=24)
+    head = teacher.classifier.weight.detach().clone()
+    ProKTTrainer(model=student, teacher_model=teacher, args=make_args(tmp_path, strategy="kd",
+                                                                      zero_init_classifier=True))
+    assert torch.count_nonzero(student.classifier.weight) == 0
+    assert torch.equal(teacher.classifier.weight, head)
+
+
 def test_zero_init_classifier_zeroes_both_heads(tmp_path):
     student, teacher = tiny_bert(), tiny_bert(layers=3, hidden=24)
     ProKTTrainer(model=student, teacher_model=teacher, args=make_args(tmp_path, zero_init_classifier=True))
