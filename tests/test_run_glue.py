@@ -208,3 +208,44 @@ def test_shipped_configs_parse_and_take_overrides(run_glue, config, tmp_path):
     assert training_args.num_train_epochs == raw["num_train_epochs"] == 6
     assert training_args.zero_init_classifier == raw.get("zero_init_classifier", False)
     assert model_args.student_num_layers == raw.get("student_num_layers")
+
+
+def test_mnli_from_the_hub_path_evaluates_matched_and_mismatched(run_glue, model_dirs, tmp_path, monkeypatch):
+    """`--task_name mnli` as `datasets` serves it (stand-in splits with GLUE's features): both validation sets
+    are evaluated, both test sets predicted in GLUE's format."""
+    import datasets
+
+    rng = random.Random(4)
+    features = datasets.Features({"premise": datasets.Value("string"), "hypothesis": datasets.Value("string"),
+                                  "label": datasets.ClassLabel(names=["entailment", "neutral", "contradiction"]),
+                                  "idx": datasets.Value("int32")})
+
+    def split(n, labelled=True):
+        rows = {"premise": [], "hypothesis": [], "label": [], "idx": []}
+        for i in range(n):
+            label = rng.randrange(3)
+            rows["premise"].append(sentence(rng, WORDS[label]))
+            rows["hypothesis"].append(sentence(rng))
+            rows["label"].append(label if labelled else -1)
+            rows["idx"].append(i)
+        return datasets.Dataset.from_dict(rows, features=features)
+
+    served = datasets.DatasetDict({"train": split(24), "validation_matched": split(8),
+                                   "validation_mismatched": split(6), "test_matched": split(5, False),
+                                   "test_mismatched": split(4, False)})
+    calls = []
+    monkeypatch.setattr(run_glue.datasets, "load_dataset",
+                        lambda *args, **kwargs: calls.append(args) or datasets.DatasetDict(dict(served)))
+    argv = common_args(tmp_path, task_name="mnli", do_predict=True, teacher_model_name_or_path=model_dirs["teacher"],
+                       student_num_layers=2, ignore_mismatched_sizes=True)
+    results = run_glue.main(argv)
+    assert calls == [("nyu-mll/glue", "mnli")]
+    assert {"eval_accuracy", "eval_teacher_accuracy", "eval_mm_accuracy", "eval_mm_teacher_accuracy"} <= set(results)
+    assert results["eval_samples"] == 8 and results["eval_mm_samples"] == 6
+    out = tmp_path / "out"
+    matched = (out / "predict_results_mnli.txt").read_text().splitlines()
+    mismatched = (out / "predict_results_mnli_mm.txt").read_text().splitlines()
+    assert len(matched) == 6 and len(mismatched) == 5
+    assert all(line.split("\t")[1] in {"entailment", "neutral", "contradiction"} for line in matched[1:])
+    student = AutoModelForSequenceClassification.from_pretrained(out)
+    assert student.config.id2label == {0: "entailment", 1: "neutral", 2: "contradiction"}
