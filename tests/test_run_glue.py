@@ -249,3 +249,15 @@ def test_mnli_from_the_hub_path_evaluates_matched_and_mismatched(run_glue, model
     assert all(line.split("\t")[1] in {"entailment", "neutral", "contradiction"} for line in matched[1:])
     student = AutoModelForSequenceClassification.from_pretrained(out)
     assert student.config.id2label == {0: "entailment", 1: "neutral", 2: "contradiction"}
+
+
+def test_student_num_layers_copies_the_chosen_teacher_layers(run_glue, model_dirs, tmp_path):
+    model_args = run_glue.ModelArguments(teacher_model_name_or_path=model_dirs["teacher"], student_num_layers=2)
+    training_args = run_glue.ProKTTrainingArguments(output_dir=str(tmp_path), use_cpu=True)
+    teacher, student = run_glue.build_models(model_args, training_args, 2, ["neg", "pos"])
+    assert student.config.num_hidden_layers == 2 and student.config.id2label == {0: "neg", 1: "pos"}
+    for student_index, teacher_index in enumerate([0, 2]):  # uniformly spaced from the first of 4 layers
+        s_state = student.bert.encoder.layer[student_index].state_dict()
+        t_state = teacher.bert.encoder.layer[teacher_index].state_dict()
+        assert all(torch.equal(s_state[k], t_state[k]) for k in t_state)
+    assert torch.equal(student.bert.embeddings.word_embeddings.weight, teacher.bert.embeddings.word_embeddings.weight)
