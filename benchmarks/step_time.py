@@ -1,20 +1,25 @@
 """Seconds per training step of ProKT against its floor, a naive implementation, KD and fine-tuning.
 
 Everything is measured in ONE process, interleaved: for each sequence length the variants run in rounds
-(round-robin, the order rotated each round), each block starting with ``--warmup`` untimed steps; the
-reported time is the median (and interquartile range) over all timed steps of all rounds. A first,
-untimed round warms every variant up (kernels, allocator) before anything is recorded.
+(round-robin, the order rotated each round); every block builds fresh optimizers (a fresh trainer) and
+starts with ``--warmup`` untimed steps. The reported time is the median (and interquartile range) over
+all timed steps of all rounds. A first, untimed round warms every variant up before anything is recorded.
 
 Variants (teacher MiniLM-L6-H384, student its 2-layer copy; ``--tiny``: tiny BERT configs):
 
 * ``floor``: the passes a faithful ProKT step cannot avoid, each timed on its own and summed per step:
   teacher forward+backward (train mode), teacher optimizer step (clip + AdamW step + scheduler step +
   zero_grad), teacher forward without graph (eval mode, ``torch.no_grad``), student forward+backward,
-  student optimizer step (same).
+  student optimizer step (same). Run one after the other, so no two parts' memory is alive at once.
 * ``naive``: a ProKT step written plainly, in the authors' order: a separate no-grad student forward
   for the teacher's target, the teacher step, the teacher's no-graph forward, the student step.
+* ``manual_prokt`` (a diagnostic): `ProKTTrainer`'s passes in its order, written plainly without the
+  Trainer: the student's forward (with graph) serves as the teacher's target, so its graph stays alive
+  through the teacher's step. ``prokt / manual_prokt`` is the Trainer's overhead; ``manual_prokt /
+  floor`` the cost of keeping the student's graph alive (memory) instead of a second forward.
 * ``finetune``, ``kd``, ``prokt``, ``prokt_stale`` (``prokt_target="stale"``), ``prokt_hidden``
-  (``hidden_distill_weight=1.0``): real `ProKTTrainer` steps through the `Trainer` loop.
+  (``hidden_distill_weight=1.0``, which also returns and matches hidden states, so it does more than the
+  floor): real `ProKTTrainer` steps through the `Trainer` loop.
 
 What a "step" includes. Trainer variants: from ``on_step_begin`` to ``on_step_end`` (a callback), i.e.
 `training_step` (``_prepare_inputs``: moving the batch to the device; forwards, backwards, the teacher's
@@ -22,18 +27,25 @@ step), the Trainer's flop/token counting, gradient clipping, the student's optim
 steps and ``zero_grad``. It excludes fetching and collating the batch (``get_batch_samples`` runs before
 ``on_step_begin``) and the log/save/evaluate hook (after ``on_step_end``). The interval between two
 ``on_step_begin`` (which includes those, with ``logging_strategy="no"``) is reported as ``loop_s``.
-``floor`` and ``naive`` run on a batch already built and on the device, so the data side is outside
-every timed window alike. All variants use the same synthetic batches: random ids from the real
-vocabulary (above the special tokens), a full attention mask, zero token types, random binary labels.
-Optimizers: AdamW as the Trainer builds it for ``optim="adamw_torch"`` (decay / no-decay groups), linear
-schedule, gradient clipping at 1.0 for both models; each block builds fresh optimizers (the Trainer
-variants a fresh trainer), the models are reused.
+``floor``, ``naive`` and ``manual_prokt`` run on a batch already built and on the device, so the data
+side is outside every timed window alike. All variants use the same synthetic batches: random ids from
+the real vocabulary (above the special tokens), a full attention mask, zero token types, random binary
+labels. Optimizers: AdamW as the Trainer builds it for ``optim="adamw_torch"`` (decay / no-decay groups),
+linear schedule, gradient clipping at 1.0 for both models; the models are reused across blocks.
+
+Shared machines. A block during which other processes used more than ``--max_foreign_cpu`` of the CPUs
+(from ``/proc/stat``) is measured again (``--max_attempts``); the table shows the most other processes
+used during a kept block and the retries. On a small CPU, a second busy process slows torch's threads
+many times over, so run this on an otherwise idle machine.
 
 Memory. CUDA: ``torch.cuda.max_memory_allocated`` over the block (reset before it), and that peak minus
 what was allocated when the block started. CPU: the process's peak resident set (``VmHWM``, reset through
 ``/proc/self/clear_refs`` after ``gc`` and ``malloc_trim``) minus its resident set when the block started:
 the extra memory the block touched (activations, gradients, optimizer states, the trainer), with both
 models already resident. It is process-wide, so it counts anything else this process allocates meanwhile.
+``faults/step`` counts the minor page faults of a timed step: with glibc's allocator, memory freed at the
+end of a step goes back to the system and is faulted in again by the next one, a cost that grows with
+the step's peak memory (CPU only; CUDA's caching allocator keeps its memory).
 
 Run: ``python -m benchmarks.step_time`` (``--seq_lens 64 128 --batch_size 32``); ``--tiny`` for a smoke run.
 """
@@ -178,13 +190,19 @@ class StepTimer(TrainerCallback):
     """Records the clock at every ``on_step_begin`` and ``on_step_end``."""
 
     def __init__(self, clock: Clock):
-        self.clock, self.begins, self.ends = clock, [], []
+        self.clock, self.begins, self.ends, self.faults = clock, [], [], []
 
     def on_step_begin(self, args, state, control, **kwargs):
+        self.faults.append(_minor_faults())
         self.begins.append(self.clock())
 
     def on_step_end(self, args, state, control, **kwargs):
         self.ends.append(self.clock())
+        self.faults[-1] = _difference(_minor_faults(), self.faults[-1])
+
+
+def _difference(after, before):
+    return None if after is None or before is None else after - before
 
 
 class MemoryMeter:
@@ -294,6 +312,21 @@ class CpuActivity:
         return max(0.0, (busy1 - busy0) - (own1 - own0)) / (total1 - total0)
 
 
+def _mean(values):
+    values = [v for v in values if v is not None]
+    return sum(values) / len(values) if values else None
+
+
+def _minor_faults() -> int | None:
+    """Minor page faults of this process so far (each maps a fresh page: on CPU, memory the allocator
+    gave back to the system and takes again)."""
+    try:
+        import resource
+    except ImportError:
+        return None
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+
+
 class Bench:
     """Runs the blocks of one sequence length and collects their timings."""
 
@@ -331,14 +364,15 @@ class Bench:
             block["memory"] = self.meter.stop()
             block["times"] = [end - begin for begin, end in zip(timer.begins, timer.ends)][warmup:]
             block["loops"] = [b - a for a, b in zip(timer.begins, timer.begins[1:])][warmup:]
+            block["faults"] = timer.faults[warmup:]
             del trainer, timer
         else:
             self.meter.start()
             self.activity.start()
             if variant == "floor":
-                block["times"], block["parts"] = self._floor(warmup, steps)
+                block["times"], block["faults"], block["parts"] = self._floor(warmup, steps)
             else:
-                block["times"] = self._manual(MANUAL_STEPS[variant], warmup, steps)
+                block["times"], block["faults"] = self._manual(MANUAL_STEPS[variant], warmup, steps)
             block["foreign_cpu"] = self.activity.stop()
             block["memory"] = self.meter.stop()
         gc.collect()
@@ -353,7 +387,8 @@ class Bench:
             self.parts[part].extend(values)
         self.memory[variant].append(block["memory"])
         self.blocks[variant].append({"steps": len(block["times"]), "load_1min": block["load_1min"],
-                                     "foreign_cpu": block["foreign_cpu"], "attempts": attempts})
+                                     "foreign_cpu": block["foreign_cpu"], "attempts": attempts,
+                                     "minor_faults_per_step": _mean(block["faults"])})
 
     def _make_trainer(self, variant: str, total_steps: int, timer: StepTimer) -> ProKTTrainer:
         args = self.args(total_steps, **TRAINER_VARIANTS[variant])
@@ -364,13 +399,13 @@ class Bench:
         trainer.remove_callback(PrinterCallback)  # it prints the end-of-training metrics; no step hook
         return trainer
 
-    def _floor(self, warmup: int, steps: int) -> tuple[list[float], dict[str, list[float]]]:
+    def _floor(self, warmup: int, steps: int) -> tuple[list[float], list, dict[str, list[float]]]:
         teacher, student, clock, hyper = self.teacher, self.student, self.clock, HYPER
         args = self.args(warmup + steps)
         t_opt, t_sched = make_optimizer(args, teacher, hyper["teacher_learning_rate"], warmup + steps)
         s_opt, s_opt_sched = make_optimizer(args, student, hyper["learning_rate"], warmup + steps)
         student_logits = None
-        totals, parts = [], {part: [] for part in PARTS}
+        totals, faults, parts = [], [], {part: [] for part in PARTS}
         for index in range(warmup + steps):
             batch = self.device_batches[index % len(self.device_batches)]
             inputs, labels = _split(batch)
@@ -378,6 +413,7 @@ class Bench:
                 with torch.no_grad():
                     student_logits = student(**inputs).logits
             teacher.train()
+            faults_before = _minor_faults()
             marks = [clock()]
             loss, _ = teacher_penalty_loss(teacher(**inputs).logits, student_logits, labels,
                                            hyper["prokt_lambda"], hyper["distill_temperature"])
@@ -402,23 +438,26 @@ class Bench:
                 for part, duration in zip(PARTS, durations):
                     parts[part].append(duration)
                 totals.append(sum(durations))
-        return totals, parts
+                faults.append(_difference(_minor_faults(), faults_before))
+        return totals, faults, parts
 
-    def _manual(self, step, warmup: int, steps: int) -> list[float]:
+    def _manual(self, step, warmup: int, steps: int) -> tuple[list[float], list]:
         teacher, student, clock, hyper = self.teacher, self.student, self.clock, HYPER
         args = self.args(warmup + steps)
         t_opt, t_sched = make_optimizer(args, teacher, hyper["teacher_learning_rate"], warmup + steps)
         s_opt, s_sched = make_optimizer(args, student, hyper["learning_rate"], warmup + steps)
         student.train()
-        times = []
+        times, faults = [], []
         for index in range(warmup + steps):
             batch = self.device_batches[index % len(self.device_batches)]
+            faults_before = _minor_faults()
             start = clock()
             step(teacher, student, t_opt, t_sched, s_opt, s_sched, batch)
             end = clock()
             if index >= warmup:
                 times.append(end - start)
-        return times
+                faults.append(_difference(_minor_faults(), faults_before))
+        return times, faults
 
 
 def _split(batch: dict) -> tuple[dict, torch.Tensor]:
@@ -514,6 +553,8 @@ def measure_seq_len(teacher, student, seq_len: int, options, device: torch.devic
         entry["samples_per_s"] = options.batch_size / entry["median_s"] if entry["median_s"] else None
         memories = bench.memory[variant]
         entry["memory_mib"] = {k: max(m[k] for m in memories) for k in memories[0]} if memories and memories[0] else {}
+        faults = [b["minor_faults_per_step"] for b in bench.blocks[variant] if b["minor_faults_per_step"] is not None]
+        entry["minor_faults_per_step_median"] = statistics.median(faults) if faults else None
         entry["times_s"] = bench.times[variant]
         entry["blocks"] = bench.blocks[variant]
         if variant in bench.loop_times:
@@ -532,23 +573,26 @@ def format_table(results: dict, batch_size: int) -> str:
         floor = variants["floor"]["median_s"]
         lines.append(f"\nbatch {batch_size}, sequence length {seq_len}")
         lines.append(f"{'variant':<14}{'s/step':>10}{'IQR':>10}{'samples/s':>11}{'x floor':>9}{'mem MiB':>9}"
-                     f"{'loop s':>9}{'other CPU':>11}{'retries':>9}")
+                     f"{'loop s':>9}{'faults/step':>12}{'other CPU':>11}{'retries':>9}")
         for name, entry in variants.items():
             memory = entry["memory_mib"].get("delta_mib")
             loop = entry.get("loop_s")
             foreign = [b["foreign_cpu"] for b in entry["blocks"] if b["foreign_cpu"] is not None]
             retries = sum(b["attempts"] - 1 for b in entry["blocks"])
+            faults = entry["minor_faults_per_step_median"]
             lines.append(
                 f"{name:<14}{entry['median_s']:>10.4f}{entry['iqr_s']:>10.4f}{entry['samples_per_s']:>11.1f}"
                 f"{entry['median_s'] / floor:>9.3f}{'' if memory is None else f'{memory:.0f}':>9}"
-                f"{'' if loop is None else f'{loop:.4f}':>9}{f'{max(foreign):.0%}' if foreign else '':>11}{retries:>9}"
+                f"{'' if loop is None else f'{loop:.4f}':>9}{'' if faults is None else f'{faults / 1000:.0f}k':>12}"
+                f"{f'{max(foreign):.0%}' if foreign else '':>11}{retries:>9}"
             )
         parts = variants["floor"]["parts_median_s"]
         lines.append("floor parts (median s): " + ", ".join(f"{k} {v:.4f}" for k, v in parts.items()))
         lines.append("ratios: " + ", ".join(f"{k} {v:.3f}" for k, v in result["ratios"].items()))
     lines.append("s/step: median over all timed steps (IQR: q3 - q1); mem: peak memory of a block above its start "
                  "(see memory_meaning in the JSON); loop s: median interval between step starts (adds batch fetch/"
-                 "collation); other CPU: the most of the CPUs other processes used during a kept block.")
+                 "collation); faults/step: minor page faults per timed step (median over blocks); other CPU: the "
+                 "most of the CPUs other processes used during a kept block.")
     return "\n".join(lines)
 
 
@@ -562,7 +606,7 @@ def parse_args(argv=None) -> argparse.Namespace:
                         "--tiny: 2).")
     parser.add_argument("--rounds", type=int, default=None,
                         help="Interleaved rounds over the variants (default 4; --tiny: 1).")
-    parser.add_argument("--warmup", type=int, default=2,
+    parser.add_argument("--warmup", type=int, default=None,
                         help="Untimed steps at the start of every block (default 2: on CPU the first two steps of a "
                         "block still grow the heap, more so for the variants with the higher peak); --tiny: 1.")
     parser.add_argument("--output", default=DEFAULT_OUTPUT, help="Where to write the JSON results.")
@@ -578,7 +622,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     options = parser.parse_args(argv)
     tiny = options.tiny
     defaults = {"seq_lens": [16] if tiny else [64, 128], "batch_size": 8 if tiny else 32,
-                "repeats": 2 if tiny else 20, "rounds": 1 if tiny else 4, "max_foreign_cpu": 1.0 if tiny else 0.1}
+                "repeats": 2 if tiny else 20, "rounds": 1 if tiny else 4, "max_foreign_cpu": 1.0 if tiny else 0.1,
+                "warmup": 1 if tiny else 2}
     for name, value in defaults.items():
         if getattr(options, name) is None:
             setattr(options, name, value)
@@ -631,8 +676,8 @@ def _run(options, device: torch.device, log) -> dict:
             "max_attempts": options.max_attempts, "threads": torch.get_num_threads(), **HYPER,
         },
         "timed_window": "Trainer variants: on_step_begin -> on_step_end (excludes batch fetch/collation and the "
-                        "log/save hook; loop_s is on_step_begin -> next on_step_begin). floor/naive: the passes "
-                        "on a batch already on the device.",
+                        "log/save hook; loop_s is on_step_begin -> next on_step_begin). floor/naive/manual_prokt: "
+                        "the passes on a batch already on the device.",
         "results": results,
     }
     print(format_table(results, options.batch_size))
