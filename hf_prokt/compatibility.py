@@ -9,7 +9,8 @@ from torch import nn
 _DEFAULT_LABEL = re.compile(r"^LABEL_\d+$")
 
 
-def _config(model: nn.Module | None):
+def model_config(model: nn.Module | None):
+    """The model's `PretrainedConfig` (through a PEFT wrapper too), or None for plain modules."""
     config = getattr(model, "config", None)
     # PEFT wraps the model; its base model carries the config.
     if config is None and hasattr(model, "get_base_model"):
@@ -44,7 +45,7 @@ def check_distillation_pair(student: nn.Module | None, teacher: nn.Module | None
     if teacher is student:
         raise ValueError("teacher_model is the same object as the student; pass two separate models.")
 
-    student_config, teacher_config = _config(student), _config(teacher)
+    student_config, teacher_config = model_config(student), model_config(teacher)
     if student_config is None or teacher_config is None:
         return  # plain nn.Modules: the losses check the logits' shapes at the first step
 

@@ -34,7 +34,7 @@ from transformers.trainer_callback import ProgressCallback
 
 from .alignment import IntermediateDistiller
 from .arguments import ProKTTrainingArguments
-from .compatibility import check_distillation_pair
+from .compatibility import check_distillation_pair, model_config
 from .heads import zero_classification_layer
 from .losses import dual_ascent, student_loss, teacher_dual_loss, teacher_penalty_loss
 from .model_card import add_distillation_to_card
@@ -126,7 +126,13 @@ class ProKTTrainer(Trainer):
             self.model_accepts_loss_kwargs = False
             self.loss_is_scaled_for_ga = False
 
-        self.intermediate_distiller = self._build_intermediate_distiller() if args.uses_intermediate_terms else None
+        self.intermediate_distiller = None
+        if teacher_model is not None and self.train_dataset is not None:
+            example_outputs = self._probe_pair()
+            if args.uses_intermediate_terms:
+                self.intermediate_distiller = self._build_intermediate_distiller(*example_outputs)
+        elif args.uses_intermediate_terms:
+            self._example_batch()  # raises: the projections are sized from a training batch
         self._distiller_wrapped = self.intermediate_distiller
         self._distiller_prepared = False
         if args.zero_init_classifier:
@@ -178,28 +184,53 @@ class ProKTTrainer(Trainer):
         return self._prepare_inputs(collator(examples))
 
     @torch.no_grad()
-    def _build_intermediate_distiller(self) -> IntermediateDistiller:
-        """Probe both models on one example batch (eval mode, no graph) and size the projections."""
+    def _probe_pair(self) -> tuple:
+        """Run both models once on two training examples (eval mode, no graph), so that a pair that cannot
+        read the same batch, or disagrees on the number of classes, fails here with the reason, before
+        anything is trained or written. Returns ``(student_outputs, teacher_outputs)``, with the hidden
+        states / attentions the intermediate terms need."""
         batch = self._example_batch()
+        flags = self._intermediate_output_flags()
         modes = (self.model.training, self.teacher_model.training)
         self.model.eval()
         self.teacher_model.eval()
         try:
-            student_outputs = self.model(**self._model_inputs(batch), **self._intermediate_output_flags())
-            teacher_outputs = self._call_teacher(self.teacher_model, batch, self._intermediate_output_flags())
-        except TypeError as error:
-            raise ValueError(
-                f"a model refused the output flags the intermediate terms need ({error}). Set the "
-                "*_distill_weight fields to 0 for this model pair."
-            ) from error
+            outputs = []
+            for who, call in (("student", lambda: self.model(**self._model_inputs(batch), **flags)),
+                              ("teacher", lambda: self._call_teacher(self.teacher_model, batch, flags))):
+                try:
+                    with self.accelerator.autocast():  # the precision of training (bf16, fp16)
+                        outputs.append(call())
+                except TypeError as error:
+                    if flags and any(name in str(error) for name in flags):
+                        raise ValueError(
+                            f"the {who} refused the output flags the intermediate terms need ({error}). Set "
+                            "the *_distill_weight fields to 0 for this model pair."
+                        ) from error
+                    raise _unreadable_batch(who, batch, error) from error
+                except (RuntimeError, ValueError, IndexError) as error:
+                    raise _unreadable_batch(who, batch, error) from error
         finally:
             self.model.train(modes[0])
             self.teacher_model.train(modes[1])
+        student_outputs, teacher_outputs = outputs
+        student_logits, teacher_logits = student_outputs.logits, teacher_outputs.logits
+        if student_logits.shape != teacher_logits.shape:
+            raise ValueError(
+                f"on the same batch the student returns logits of shape {list(student_logits.shape)} and the "
+                f"teacher {list(teacher_logits.shape)}; distillation needs one score per class from each, for "
+                "the same classes. Give both models the dataset's label set (num_labels, id2label, label2id)."
+            )
+        return student_outputs, teacher_outputs
+
+    def _build_intermediate_distiller(self, student_outputs, teacher_outputs) -> IntermediateDistiller:
+        """Size the learned projections from one pair of example outputs."""
         distiller = IntermediateDistiller(
             student_outputs, teacher_outputs, self.args.layer_map,
             hidden_weight=self.args.hidden_distill_weight,
             embedding_weight=self.args.embedding_distill_weight,
             attention_weight=self.args.attention_distill_weight,
+            student_config=model_config(self.model), teacher_config=model_config(self.teacher_model),
         )
         return distiller.to(self.args.device)
 
@@ -421,6 +452,10 @@ class ProKTTrainer(Trainer):
     def _call_teacher(self, teacher, inputs: dict, flags: dict):
         names = self._teacher_input_names
         model_inputs = {k: v for k, v in inputs.items() if k != "labels" and (names is None or k in names)}
+        if self.args.teacher_dtype is not None:  # e.g. float32 pixel_values into a bfloat16 teacher
+            dtype = getattr(torch, self.args.teacher_dtype)
+            model_inputs = {k: v.to(dtype) if isinstance(v, torch.Tensor) and v.is_floating_point() else v
+                            for k, v in model_inputs.items()}
         return teacher(**model_inputs, **flags)
 
     @staticmethod
@@ -636,6 +671,16 @@ _NEEDS_LABELS = (
     "the training data has no labels: ProKT trains the teacher on them, and distill_alpha < 1 trains the student on "
     "them. Add a 'label' or 'labels' column, or use strategy='kd' with distill_alpha=1.0 for unlabelled data."
 )
+
+
+def _unreadable_batch(who: str, batch: dict, error: Exception) -> ValueError:
+    shapes = {name: list(value.shape) for name, value in batch.items() if isinstance(value, torch.Tensor)}
+    return ValueError(
+        f"the {who} could not read a training batch ({type(error).__name__}: {error}). Both models receive the "
+        f"same inputs ({shapes}): the same input_ids (one tokenizer), or pixel_values of the image size and "
+        "channels both models expect. Preprocess for both, e.g. with the teacher's image processor and a student "
+        "built for the same image size."
+    )
 
 
 def _check_has_labels(dataset) -> None:

@@ -7,7 +7,15 @@ import os
 import datasets
 import pytest
 import torch
-from transformers import BertConfig, BertForSequenceClassification, BertTokenizerFast
+from transformers import (
+    BertConfig,
+    BertForSequenceClassification,
+    BertTokenizerFast,
+    ResNetConfig,
+    ResNetForImageClassification,
+    ViTConfig,
+    ViTForImageClassification,
+)
 
 from hf_prokt import ProKTTrainingArguments
 
@@ -45,6 +53,39 @@ def toy_dataset(n: int = 32, seed: int = 0, regression: bool = False, padded: bo
     else:
         labels = (ids[:, 0] >= (5 + VOCAB_SIZE) // 2).long().tolist()
     return datasets.Dataset.from_dict({"input_ids": ids.tolist(), "attention_mask": mask.tolist(), "labels": labels})
+
+
+IMAGE_SIZE = 8
+
+
+def tiny_vit(patch: int = 2, hidden: int = 16, layers: int = 2, num_labels: int = 3, seed: int = 0,
+             image_size: int = IMAGE_SIZE, channels: int = 3) -> ViTForImageClassification:
+    """A ViT for ``[B, channels, image_size, image_size]`` images: ``(image_size / patch)^2`` patches and [CLS]."""
+    torch.manual_seed(seed)
+    config = ViTConfig(image_size=image_size, patch_size=patch, num_channels=channels, hidden_size=hidden,
+                       num_hidden_layers=layers, num_attention_heads=2, intermediate_size=2 * hidden,
+                       hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0, num_labels=num_labels)
+    return ViTForImageClassification(config)
+
+
+def tiny_resnet(widths: tuple[int, ...] = (8, 16), num_labels: int = 3, seed: int = 0,
+                channels: int = 3) -> ResNetForImageClassification:
+    """A ResNet with one basic block per stage; on 8x8 images its stages give maps of 2x2, then 1x1."""
+    torch.manual_seed(seed)
+    config = ResNetConfig(num_channels=channels, embedding_size=widths[0], hidden_sizes=list(widths),
+                          depths=[1] * len(widths), layer_type="basic", num_labels=num_labels)
+    return ResNetForImageClassification(config)
+
+
+def image_dataset(n: int = 32, seed: int = 0, num_labels: int = 3, channels: int = 3) -> datasets.Dataset:
+    """``pixel_values [channels, 8, 8]`` whose class is the brightest third of the image (learnable)."""
+    generator = torch.Generator().manual_seed(seed)
+    labels = torch.randint(0, num_labels, (n,), generator=generator)
+    pixels = 0.3 * torch.randn(n, channels, IMAGE_SIZE, IMAGE_SIZE, generator=generator)
+    for i, label in enumerate(labels.tolist()):
+        rows = slice(label * IMAGE_SIZE // num_labels, (label + 1) * IMAGE_SIZE // num_labels)
+        pixels[i, :, rows] += 1.0
+    return datasets.Dataset.from_dict({"pixel_values": pixels.tolist(), "labels": labels.tolist()}).with_format("torch")
 
 
 def make_args(tmp_path, **overrides) -> ProKTTrainingArguments:

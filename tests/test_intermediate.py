@@ -26,8 +26,8 @@ def test_projection_shapes_and_identity_start():
     torch.testing.assert_close(same(x), x)
     maps = FeatureProjection((2, 8, 6, 6), (2, 32, 3, 3))
     assert maps(torch.randn(2, 8, 6, 6)).shape == (2, 32, 3, 3)
-    with pytest.raises(ValueError, match="one is a token sequence"):
-        FeatureProjection((2, 5, 16), (2, 8, 4, 4))
+    with pytest.raises(ValueError, match="7 tokens are not a patch grid"):
+        FeatureProjection((2, 7, 16), (2, 8, 4, 4))
 
 
 def outputs_of(model, batch, **flags):

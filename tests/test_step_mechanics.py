@@ -23,9 +23,13 @@ class ForwardRecorder:
         })
 
 
-def train(tmp_path, student, teacher, data=None, **overrides):
+def train(tmp_path, student, teacher, data=None, recorders=(), **overrides):
+    """Build the trainer and train; the recorders then hold the training forwards only."""
     args = make_args(tmp_path, **overrides)
     trainer = ProKTTrainer(model=student, teacher_model=teacher, args=args, train_dataset=data or toy_dataset(32))
+    for recorder in recorders:  # the construction probe: one forward per model, eval mode, no graph
+        assert len(recorder.calls) == 1 and not recorder.calls[0]["grad"] and not recorder.calls[0]["training"]
+        recorder.calls.clear()
     trainer.train()
     return trainer
 
@@ -34,7 +38,7 @@ def train(tmp_path, student, teacher, data=None, **overrides):
 def test_passes_per_step(tmp_path, target, teacher_forwards):
     student, teacher = tiny_bert(seed=1), tiny_bert(layers=3, hidden=24, seed=2)
     student_calls, teacher_calls = ForwardRecorder(student), ForwardRecorder(teacher)
-    train(tmp_path, student, teacher, max_steps=3, prokt_target=target)
+    train(tmp_path, student, teacher, max_steps=3, prokt_target=target, recorders=(student_calls, teacher_calls))
 
     # One student forward per step, with a graph: it serves as the teacher's target and for its own loss.
     assert len(student_calls.calls) == 3
@@ -52,8 +56,8 @@ def test_passes_per_step(tmp_path, target, teacher_forwards):
 def test_hidden_states_requested_only_when_needed(tmp_path):
     student, teacher = tiny_bert(seed=1), tiny_bert(layers=4, hidden=24, seed=2)
     student_calls, teacher_calls = ForwardRecorder(student), ForwardRecorder(teacher)
-    train(tmp_path, student, teacher, max_steps=2, hidden_distill_weight=1.0)
-    # The probe at construction plus one forward per step, all with hidden states, never attentions.
+    train(tmp_path, student, teacher, max_steps=2, hidden_distill_weight=1.0, recorders=(student_calls, teacher_calls))
+    # One forward per step, all with hidden states, never attentions.
     assert all(c["hidden"] and not c["attentions"] for c in student_calls.calls)
     training_teacher_calls = [c for c in teacher_calls.calls if c["grad"]]
     target_calls = [c for c in teacher_calls.calls if not c["grad"]]
@@ -65,7 +69,7 @@ def test_kd_teacher_is_frozen_in_eval_mode_without_optimizer(tmp_path):
     student, teacher = tiny_bert(seed=1), tiny_bert(layers=3, hidden=24, seed=2, dropout=0.1)
     before = parameters_of(teacher)
     calls = ForwardRecorder(teacher)
-    trainer = train(tmp_path, student, teacher, strategy="kd", max_steps=3)
+    trainer = train(tmp_path, student, teacher, strategy="kd", max_steps=3, recorders=(calls,))
     assert trainer.teacher_optimizer is None and trainer.teacher_lr_scheduler is None
     assert len(calls.calls) == 3
     assert not any(c["grad"] or c["training"] for c in calls.calls)
@@ -112,7 +116,7 @@ def test_stale_target_with_accumulation_runs_and_steps_teacher_once(tmp_path):
     student, teacher = tiny_bert(seed=1), tiny_bert(layers=3, hidden=24, seed=2)
     calls = ForwardRecorder(teacher)
     trainer = train(tmp_path, student, teacher, gradient_accumulation_steps=2, per_device_train_batch_size=4,
-                    max_steps=2, prokt_target="stale")
+                    max_steps=2, prokt_target="stale", recorders=(calls,))
     assert trainer.teacher_lr_scheduler.last_epoch == 2
     assert len(calls.calls) == 4  # one teacher forward per micro-batch, all in the teacher step
     assert all(c["grad"] for c in calls.calls)
@@ -168,7 +172,7 @@ def test_kd_teacher_in_bf16_inference_only(tmp_path):
     trainer = train(tmp_path, student, teacher, strategy="kd", teacher_dtype="bfloat16", max_steps=3)
     assert {p.dtype for p in teacher.parameters()} == {torch.bfloat16}
     assert {p.dtype for p in student.parameters()} == {torch.float32}
-    assert outputs == [torch.bfloat16] * 3 and trainer.teacher_optimizer is None
+    assert outputs == [torch.bfloat16] * 4 and trainer.teacher_optimizer is None  # the probe, then 3 steps
     losses = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
     assert len(losses) == 3 and all(loss == loss and loss < 10 for loss in losses)
 
