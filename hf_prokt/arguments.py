@@ -6,6 +6,7 @@ validated in `__post_init__` with an error that names the field and the fix.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 
 from transformers import TrainingArguments
@@ -197,3 +198,22 @@ class ProKTTrainingArguments(TrainingArguments):
         if self.evaluate_teacher is None:
             return self.strategy == "prokt"
         return self.evaluate_teacher and self.strategy != "finetune"
+
+
+def parse_config_and_flags(parser, argv: list[str]) -> tuple:
+    """Parse command-line flags into an ``HfArgumentParser``'s dataclasses, or a JSON config followed by
+    flags that override it (``run.py configs/prokt.json --output_dir runs/x``).
+
+    JSON values become flags: lists give several values, booleans ``true``/``false``, ``null`` is skipped.
+    """
+    if argv and argv[0].endswith(".json"):
+        with open(argv[0]) as f:
+            config = json.load(f)
+        as_flags = []
+        for key, value in config.items():
+            if value is None:
+                continue
+            values = value if isinstance(value, list) else [value]
+            as_flags += [f"--{key}", *(str(v).lower() if isinstance(v, bool) else str(v) for v in values)]
+        argv = as_flags + list(argv[1:])
+    return parser.parse_args_into_dataclasses(argv)

@@ -1,7 +1,8 @@
 """An offline demo: fine-tuning, KD and ProKT side by side on scikit-learn's bundled ``digits``.
 
-Everything is local: the data ship with scikit-learn (1,797 grey 8x8 images of the digits 0-9) and
-both models are small `ViTForImageClassification`s built from configs, so nothing is downloaded. The
+Everything is local: the data ship with scikit-learn (1,797 grey 8x8 images of the digits 0-9, read as an
+image dataset by `hf_prokt.vision.load_digits_images`) and both models are small
+`ResNetForImageClassification`s built from configs, so nothing is downloaded. The
 three recipes get the same data, student initialisation, seed and number of epochs:
 
 - ``finetune``: the student learns from the labels alone;
@@ -21,129 +22,67 @@ import time
 from collections.abc import Sequence
 
 import datasets
-import numpy as np
 import torch
 from tqdm.auto import tqdm
-from transformers import EvalPrediction, ViTConfig, ViTForImageClassification
 from transformers import logging as transformers_logging
 from transformers.trainer_callback import ProgressCallback
 
 from .arguments import STRATEGIES, ProKTTrainingArguments
+from .metrics import compute_image_classification_metrics
 from .trainer import ProKTTrainer
+from .vision import (
+    DIGITS_LABELS,
+    collate_images,
+    image_processor_for,
+    load_digits_images,
+    model_config,
+    model_from_config,
+    pixel_transform,
+)
 
-NUM_CLASSES = 10
-IMAGE_SIZE = 8
 RESULTS_NAME = "demo_results.json"
 PLOT_NAME = "prokt_curves.png"
 DEFAULT_OUTPUT_DIR = "hf_prokt_demo"
 DEFAULT_EPOCHS = 10
 BATCH_SIZE = 32
+IMAGE_SIZE = 32  # the 8x8 digits are resized to 32x32, where a ResNet's stages still see a few pixels
 # Picked on the fine-tuning baselines alone (seed 0, 10 epochs, from {1e-3, 3e-3}): the best rate for the
 # student trained on labels and for the teacher trained on labels. Nothing was tuned on KD or ProKT.
 STUDENT_LEARNING_RATE = 3e-3
 TEACHER_LEARNING_RATE = 1e-3
-ID2LABEL = {i: str(i) for i in range(NUM_CLASSES)}
-LABEL2ID = {name: i for i, name in ID2LABEL.items()}
-
-TEACHER_SIZE = {"hidden_size": 128, "num_hidden_layers": 4, "num_attention_heads": 4, "intermediate_size": 256}
-STUDENT_SIZE = {"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2, "intermediate_size": 64}
+TEACHER_CONFIG = "resnet-small"  # 3 stages of 2 basic blocks, 32-64-128 channels (~0.7M parameters)
+STUDENT_CONFIG = "resnet-tiny"   # 3 stages of 1 basic block, 16-32-64 channels (~0.08M parameters)
 
 
 # ---------------------------------------------------------------------------- data
 
 
-def digits_split_indices(labels: np.ndarray, seed: int = 0, validation_fraction: float = 0.2,
-                         max_train_samples: int | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """A stratified, seeded split of ``range(len(labels))`` into sorted training and validation indices.
-
-    Args:
-        labels: ``[N]`` class ids.
-        seed: the same seed always gives the same split.
-        validation_fraction: share of the examples held out, in every class alike.
-        max_train_samples: keep at most this many training indices (a stratified subset when there are
-            at least as many as classes), for quick runs; the validation set is unchanged.
-
-    Returns:
-        ``(train_indices [N_train], validation_indices [N_val])``, disjoint, each sorted.
-    """
-    from sklearn.model_selection import train_test_split
-
-    indices = np.arange(len(labels))
-    train, validation = train_test_split(
-        indices, test_size=validation_fraction, stratify=labels, random_state=seed
-    )
-    if max_train_samples is not None and max_train_samples < len(train):
-        if max_train_samples < 1:
-            raise ValueError(f"max_train_samples must be at least 1, got {max_train_samples}.")
-        stratify = labels[train] if NUM_CLASSES <= max_train_samples <= len(train) - NUM_CLASSES else None
-        train, _ = train_test_split(train, train_size=max_train_samples, stratify=stratify, random_state=seed)
-    return np.sort(train), np.sort(validation)
-
-
 def load_digits_splits(seed: int = 0, max_train_samples: int | None = None,
                        validation_fraction: float = 0.2) -> tuple[datasets.Dataset, datasets.Dataset]:
-    """scikit-learn's ``digits`` as a training and a validation `datasets.Dataset` (torch format).
-
-    Pixels (integers 0-16) are scaled to [0, 1], then normalised with the mean and standard deviation
-    of the training split (one number each, as the images are grey).
-
-    Columns:
-        ``pixel_values``: float32 ``[1, 8, 8]`` (``[B, 1, 8, 8]`` once batched);
-        ``labels``: int64 class id in 0-9;
-        ``index``: the row of the example in ``sklearn.datasets.load_digits()`` (the `Trainer` drops it).
-    """
-    from sklearn.datasets import load_digits
-
-    digits = load_digits()
-    images = (digits.images.astype(np.float32) / 16.0)[:, None, :, :]  # [N, 1, 8, 8] in [0, 1]
-    labels = digits.target.astype(np.int64)
-    train_idx, val_idx = digits_split_indices(labels, seed, validation_fraction, max_train_samples)
-    mean, std = images[train_idx].mean(), images[train_idx].std()
-    images = (images - mean) / std
-
-    features = datasets.Features({
-        "pixel_values": datasets.Array3D(shape=(1, IMAGE_SIZE, IMAGE_SIZE), dtype="float32"),
-        "labels": datasets.ClassLabel(names=[ID2LABEL[i] for i in range(NUM_CLASSES)]),
-        "index": datasets.Value("int64"),
-    })
-
-    def subset(idx: np.ndarray) -> datasets.Dataset:
-        columns = {"pixel_values": images[idx], "labels": labels[idx], "index": idx}
-        return datasets.Dataset.from_dict(columns, features=features).with_format("torch")
-
-    return subset(train_idx), subset(val_idx)
+    """scikit-learn's ``digits`` images (`hf_prokt.vision.load_digits_images`) as training and validation
+    sets that yield ``pixel_values [3, 32, 32]`` (resized, normalised to [-1, 1]) and ``labels``, through
+    the same transform as the image-classification example."""
+    splits = load_digits_images(seed, validation_fraction, max_train_samples)
+    transform = pixel_transform(image_processor_for(IMAGE_SIZE), "image", "label")
+    for split in splits.values():
+        split.set_transform(transform)
+    return splits["train"], splits["validation"]
 
 
 # ---------------------------------------------------------------------------- models
 
 
-def _vit(size: dict, seed: int) -> ViTForImageClassification:
-    torch.manual_seed(seed)
-    config = ViTConfig(
-        image_size=IMAGE_SIZE, patch_size=2, num_channels=1, num_labels=NUM_CLASSES,
-        id2label=ID2LABEL, label2id=LABEL2ID, **size,
-    )
-    return ViTForImageClassification(config)
+def build_digit_models(seed: int = 0) -> tuple[torch.nn.Module, torch.nn.Module]:
+    """A fresh ``(teacher, student)`` pair of ResNet classifiers for 32x32 RGB images, built from the named
+    configs `TEACHER_CONFIG` and `STUDENT_CONFIG` with the labels "0".."9". Both return ``logits [B, 10]``.
+    The same seed gives the same weights."""
+    id2label = dict(enumerate(DIGITS_LABELS))
+    label2id = {name: i for i, name in id2label.items()}
 
+    def build(spec: str, model_seed: int):
+        return model_from_config(model_config(spec, len(DIGITS_LABELS), id2label, label2id, IMAGE_SIZE), model_seed)
 
-def build_digit_models(seed: int = 0) -> tuple[ViTForImageClassification, ViTForImageClassification]:
-    """A fresh ``(teacher, student)`` pair of ViT classifiers for 8x8 grey images, built from configs.
-
-    Both read ``pixel_values [B, 1, 8, 8]`` as 16 patches of 2x2 (17 tokens with [CLS]) and return
-    ``logits [B, 10]`` with the labels "0".."9". The teacher has 4 layers of width 128 (~0.5M
-    parameters), the student 2 layers of width 32 (~18k). The same seed gives the same weights.
-    """
-    return _vit(TEACHER_SIZE, seed), _vit(STUDENT_SIZE, seed + 1)
-
-
-def compute_accuracy(prediction: EvalPrediction) -> dict[str, float]:
-    """``{"accuracy": ...}`` from ``predictions`` (logits ``[N, 10]``, or a tuple starting with them)
-    and ``label_ids [N]``, with numpy."""
-    logits = prediction.predictions
-    if isinstance(logits, (tuple, list)):
-        logits = logits[0]
-    predicted = np.asarray(logits).argmax(axis=-1)
-    return {"accuracy": float((predicted == np.asarray(prediction.label_ids)).mean())}
+    return build(TEACHER_CONFIG, seed), build(STUDENT_CONFIG, seed + 1)
 
 
 # ---------------------------------------------------------------------------- training
@@ -183,14 +122,15 @@ def _train_and_evaluate(run_name: str, strategy: str, model, teacher, train_set,
         weight_decay=0.0, lr_scheduler_type="linear", warmup_steps=0, max_grad_norm=1.0,
         eval_strategy="no", save_strategy="no", logging_strategy="no", report_to=[],
         disable_tqdm=False, seed=seed, data_seed=seed, dataloader_num_workers=0,
-        dataloader_pin_memory=torch.cuda.is_available(),
+        dataloader_pin_memory=torch.cuda.is_available(), remove_unused_columns=False,
     )
     if plot_path is not None:
         settings.update(eval_strategy="epoch", logging_strategy="epoch")
     settings.update(overrides)
     trainer = ProKTTrainer(
         model=model, teacher_model=teacher, args=ProKTTrainingArguments(**settings),
-        train_dataset=train_set, eval_dataset=eval_set, compute_metrics=compute_accuracy,
+        train_dataset=train_set, eval_dataset=eval_set, data_collator=collate_images,
+        compute_metrics=compute_image_classification_metrics(len(DIGITS_LABELS)),
     )
     trainer.remove_callback(ProgressCallback)
     trainer.add_callback(_StrategyProgress(run_name))
@@ -256,7 +196,8 @@ def run_demo(output_dir: str = DEFAULT_OUTPUT_DIR, epochs: float = DEFAULT_EPOCH
             "dataset": "sklearn.datasets.load_digits", "train_examples": len(train_set),
             "validation_examples": len(eval_set), "epochs": epochs, "seed": seed, "batch_size": BATCH_SIZE,
             "learning_rate": STUDENT_LEARNING_RATE, "teacher_learning_rate": TEACHER_LEARNING_RATE,
-            "teacher": TEACHER_SIZE, "student": STUDENT_SIZE, "torch_threads": torch.get_num_threads(),
+            "image_size": IMAGE_SIZE, "teacher": TEACHER_CONFIG, "student": STUDENT_CONFIG,
+            "torch_threads": torch.get_num_threads(),
             # ProKT and KD run with the library's defaults for these:
             **{name: ProKTTrainingArguments.__dataclass_fields__[name].default
                for name in ("prokt_lambda", "distill_alpha", "distill_temperature")},

@@ -348,3 +348,41 @@ def compute_metrics_for_labels(num_labels: int) -> Callable[[Any], dict[str, flo
         return classification_metrics(predictions, references, num_labels)
 
     return compute_metrics
+
+
+def top_k_accuracy(logits: Any, references: Any, k: int) -> float:
+    """Share of examples whose gold class is among the ``k`` highest scores.
+
+    Args:
+        logits: ``[N, C]`` class scores.
+        references: ``[N]`` gold class ids.
+        k: ``1 <= k <= C``; ``k = 1`` is plain accuracy. Ties count in favour of lower class ids, as
+            with a stable sort.
+    """
+    logits, references = np.asarray(logits), _as_1d(references, "references").astype(np.int64)
+    if logits.ndim != 2 or logits.shape[0] != references.shape[0]:
+        raise ValueError(f"logits must be [N, C] with N = {references.shape[0]}, got {list(logits.shape)}")
+    if not 1 <= k <= logits.shape[1]:
+        raise ValueError(f"k must be in 1..{logits.shape[1]} (the number of classes), got {k}")
+    top = np.argsort(-logits, axis=1, kind="stable")[:, :k]
+    return float((top == references[:, None]).any(axis=1).mean())
+
+
+def compute_image_classification_metrics(num_labels: int, top_k: int = 5) -> Callable[[Any], dict[str, float]]:
+    """A ``compute_metrics`` for ``Trainer`` on image classification: ``accuracy`` (top-1) and, when there
+    are more than ``top_k`` classes, ``top{top_k}_accuracy``. Takes an ``EvalPrediction`` with logits
+    ``[N, C]`` (or a tuple starting with them) and ``label_ids [N]``; computed locally, no download."""
+    if num_labels < 2:
+        raise ValueError(f"image classification needs at least 2 classes, got num_labels={num_labels}")
+
+    def compute_metrics(eval_prediction: Any) -> dict[str, float]:
+        logits = eval_prediction.predictions
+        if isinstance(logits, (tuple, list)):
+            logits = logits[0]
+        labels = eval_prediction.label_ids
+        metrics = {"accuracy": top_k_accuracy(logits, labels, 1)}
+        if num_labels > top_k:
+            metrics[f"top{top_k}_accuracy"] = top_k_accuracy(logits, labels, top_k)
+        return metrics
+
+    return compute_metrics

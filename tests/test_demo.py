@@ -9,6 +9,7 @@ import pytest
 
 from hf_prokt.cli import main
 from hf_prokt.demo import RESULTS_NAME, load_digits_splits
+from hf_prokt.vision import load_digits_images
 
 STRATEGIES = ["finetune", "kd", "prokt"]
 QUICK = ["--epochs", "1", "--max-train-samples", "40", "--seed", "0"]
@@ -74,41 +75,45 @@ def _indices(dataset) -> np.ndarray:
     return np.asarray(dataset["index"])
 
 
-def test_digits_split_is_stratified_disjoint_and_deterministic():
-    train, validation = load_digits_splits(seed=0)
+def test_digits_images_split_is_stratified_disjoint_and_deterministic():
+    from sklearn.datasets import load_digits
 
+    splits = load_digits_images(seed=0)
+    train, validation = splits["train"], splits["validation"]
     assert len(train) + len(validation) == 1797
     assert len(validation) == 360
-    for dataset in (train, validation):
-        pixels = dataset[0]["pixel_values"]
-        assert tuple(pixels.shape) == (1, 8, 8)
-        assert str(pixels.dtype) == "torch.float32"
-        assert sorted(set(np.asarray(dataset["labels"]).tolist())) == list(range(10))
+    assert train.features["label"].names == [str(i) for i in range(10)]
     train_ids, validation_ids = _indices(train), _indices(validation)
     assert not set(train_ids) & set(validation_ids)
     assert sorted(set(train_ids) | set(validation_ids)) == list(range(1797))
 
+    # The images are sklearn's pixels (0-16) scaled to 0-255, grey, 8x8.
+    original = load_digits().images
+    example = validation[5]
+    assert example["image"].mode == "L" and example["image"].size == (8, 8)
+    np.testing.assert_array_equal(np.asarray(example["image"]),
+                                  np.rint(original[example["index"]] * 255 / 16).astype(np.uint8))
+
     # Stratified: every class holds out about a fifth of its examples.
-    all_labels = np.bincount(np.concatenate([train["labels"], validation["labels"]]), minlength=10)
-    held_out = np.bincount(np.asarray(validation["labels"]), minlength=10)
+    all_labels = np.bincount(np.concatenate([train["label"], validation["label"]]), minlength=10)
+    held_out = np.bincount(np.asarray(validation["label"]), minlength=10)
     assert np.all(np.abs(held_out - 0.2 * all_labels) <= 1)
 
-    # Normalised with the training split's statistics.
-    train_pixels = np.asarray(train["pixel_values"])
-    assert abs(train_pixels.mean()) < 1e-4 and abs(train_pixels.std() - 1) < 1e-3
-
-    again_train, again_validation = load_digits_splits(seed=0)
-    assert np.array_equal(_indices(again_train), train_ids)
-    assert np.array_equal(_indices(again_validation), validation_ids)
-    assert np.array_equal(np.asarray(again_train["pixel_values"]), train_pixels)
-    assert not np.array_equal(_indices(load_digits_splits(seed=1)[1]), validation_ids)
+    again = load_digits_images(seed=0)
+    assert np.array_equal(_indices(again["train"]), train_ids)
+    assert np.array_equal(_indices(again["validation"]), validation_ids)
+    assert not np.array_equal(_indices(load_digits_images(seed=1)["validation"]), validation_ids)
 
 
-def test_max_train_samples_keeps_a_stratified_subset_and_the_whole_validation_set():
-    full_train, full_validation = load_digits_splits(seed=0)
+def test_demo_splits_yield_normalised_32x32_pixels_and_keep_a_stratified_subset():
+    full_train, full_validation = (split.with_format(None) for split in load_digits_splits(seed=0))
     train, validation = load_digits_splits(seed=0, max_train_samples=40)
-
+    plain = train.with_format(None)
     assert len(train) == 40
-    assert np.bincount(np.asarray(train["labels"]), minlength=10).tolist() == [4] * 10
-    assert set(_indices(train)) <= set(_indices(full_train))
-    assert np.array_equal(_indices(validation), _indices(full_validation))
+    assert np.bincount(np.asarray(plain["label"]), minlength=10).tolist() == [4] * 10
+    assert set(_indices(plain)) <= set(_indices(full_train))
+    assert np.array_equal(_indices(validation.with_format(None)), _indices(full_validation))
+    assert train[0]["labels"] == plain[0]["label"]
+    example = train[0]
+    assert tuple(example["pixel_values"].shape) == (3, 32, 32)
+    assert -1.0 <= float(example["pixel_values"].min()) < float(example["pixel_values"].max()) <= 1.0

@@ -19,7 +19,6 @@ Outputs follow the `transformers` text-classification example: `train_results.js
 from __future__ import annotations
 
 import csv
-import json
 import logging
 import os
 import sys
@@ -38,6 +37,7 @@ from transformers import (
 )
 
 from hf_prokt import ProKTTrainer, ProKTTrainingArguments, student_from_teacher
+from hf_prokt.arguments import parse_config_and_flags
 from hf_prokt.metrics import GLUE_TASKS, classification_metrics, compute_glue_metrics, regression_metrics
 
 logger = logging.getLogger(__name__)
@@ -236,17 +236,7 @@ def parse_arguments(argv: list[str]):
     """Command-line flags, or a JSON config optionally followed by flags that override it
     (``run_glue.py configs/prokt.json --task_name mrpc --output_dir runs/mrpc``)."""
     parser = HfArgumentParser((ModelArguments, DataTrainingArguments, ProKTTrainingArguments))
-    if argv and argv[0].endswith(".json"):
-        with open(argv[0]) as f:
-            config = json.load(f)
-        as_flags = []
-        for key, value in config.items():
-            if value is None:
-                continue
-            values = value if isinstance(value, list) else [value]
-            as_flags += [f"--{key}", *(str(v).lower() if isinstance(v, bool) else str(v) for v in values)]
-        argv = as_flags + list(argv[1:])
-    return parser.parse_args_into_dataclasses(argv)
+    return parse_config_and_flags(parser, argv)
 
 
 def main(argv: list[str] | None = None) -> dict:

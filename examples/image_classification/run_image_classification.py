@@ -1,0 +1,342 @@
+#!/usr/bin/env python
+"""Distil an image classifier with ProKT, KD or plain fine-tuning: any `datasets` image-classification set,
+your own image folders, or (the offline default) scikit-learn's bundled digits.
+
+    # offline, from scratch: a small ResNet teacher trained with a smaller ResNet student on digits
+    python examples/image_classification/run_image_classification.py \\
+        --teacher_config resnet-small --student_config resnet-tiny --strategy prokt \\
+        --do_train --do_eval --output_dir runs/digits-prokt
+
+    # a pretrained teacher and student on a Hub dataset (network), new heads for its labels
+    python examples/image_classification/run_image_classification.py --dataset_name uoft-cs/cifar100 \\
+        --label_column_name fine_label --teacher_model_name_or_path microsoft/resnet-50 \\
+        --model_name_or_path microsoft/resnet-18 --ignore_mismatched_sizes --strategy prokt \\
+        --do_train --do_eval --output_dir runs/cifar100-prokt
+
+    # your own images: one sub-folder per class (datasets' imagefolder)
+    python examples/image_classification/run_image_classification.py --train_dir data/train \\
+        --validation_dir data/val ...
+
+Arguments are those of `ModelArguments` and `DataTrainingArguments` below and of
+`hf_prokt.ProKTTrainingArguments`; a JSON config may come first, with flags that override it. Outputs follow
+the GLUE example: `train_results.json`, `eval_results.json`, `all_results.json`, the student and its image
+processor in `output_dir` (reload with `AutoModelForImageClassification.from_pretrained`), a model card, and
+with `--plot` the training curves.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from dataclasses import dataclass, field
+
+import datasets
+import transformers
+from transformers import (
+    AutoConfig,
+    AutoImageProcessor,
+    AutoModelForImageClassification,
+    HfArgumentParser,
+    set_seed,
+)
+
+from hf_prokt import ProKTTrainer, ProKTTrainingArguments
+from hf_prokt.arguments import parse_config_and_flags
+from hf_prokt.metrics import compute_image_classification_metrics
+from hf_prokt.vision import (
+    AUGMENTATIONS,
+    NAMED_CONFIGS,
+    collate_images,
+    image_processor_for,
+    load_digits_images,
+    model_config,
+    model_from_config,
+    pixel_transform,
+)
+
+logger = logging.getLogger(__name__)
+DIGITS_IMAGE_SIZE = 32
+
+
+@dataclass
+class ModelArguments:
+    teacher_model_name_or_path: str | None = field(
+        default=None, metadata={"help": "Pretrained (or fine-tuned, for kd) teacher: Hub id or local folder."}
+    )
+    model_name_or_path: str | None = field(
+        default=None, metadata={"help": "Pretrained student: Hub id or local folder."}
+    )
+    teacher_config: str | None = field(
+        default=None,
+        metadata={"help": "Build the teacher from scratch: a named size "
+                  f"({', '.join(NAMED_CONFIGS)}), a JSON config with a model_type, or a config folder."},
+    )
+    student_config: str | None = field(
+        default=None, metadata={"help": "Build the student from scratch, as --teacher_config."}
+    )
+    image_processor_name: str | None = field(
+        default=None,
+        metadata={"help": "Image processor (resize, normalisation) for both models; default: the teacher's, else "
+                  "the student's, else resize to --image_size and normalise to [-1, 1]."},
+    )
+    image_size: int | None = field(
+        default=None,
+        metadata={"help": f"Side of the input images for models built from configs (default: "
+                  f"{DIGITS_IMAGE_SIZE} for digits, else 224)."},
+    )
+    cache_dir: str | None = field(default=None, metadata={"help": "Where downloaded models and data are stored."})
+    model_revision: str = field(default="main", metadata={"help": "Model revision (branch, tag or commit)."})
+    token: str | None = field(default=None, metadata={"help": "Hub token for private models."})
+    trust_remote_code: bool = field(default=False, metadata={"help": "Allow custom model code from the Hub."})
+    ignore_mismatched_sizes: bool = field(
+        default=False,
+        metadata={"help": "Give pretrained models a new classification head for the dataset's labels (e.g. an "
+                  "ImageNet checkpoint on CIFAR-100)."},
+    )
+
+
+@dataclass
+class DataTrainingArguments:
+    dataset_name: str | None = field(
+        default=None, metadata={"help": "A datasets image-classification set (Hub id or local dataset script)."}
+    )
+    dataset_config_name: str | None = field(default=None, metadata={"help": "Its configuration name."})
+    train_dir: str | None = field(default=None, metadata={"help": "Training images, one folder per class."})
+    validation_dir: str | None = field(default=None, metadata={"help": "Validation images, one folder per class."})
+    train_val_split: float = field(
+        default=0.15, metadata={"help": "Share of the training set held out when there is no validation split."}
+    )
+    image_column_name: str = field(default="image", metadata={"help": "Column with the images."})
+    label_column_name: str = field(default="label", metadata={"help": "Column with the class labels."})
+    augmentation: str = field(
+        default="none",
+        metadata={"help": "Training augmentation: none, crop (reflect-pad and random crop), crop_flip (and a "
+                  "random horizontal flip; not for digits or text)."},
+    )
+    max_train_samples: int | None = field(default=None, metadata={"help": "Keep the first N training images."})
+    max_eval_samples: int | None = field(default=None, metadata={"help": "Keep the first N evaluation images."})
+    plot: bool = field(
+        default=False,
+        metadata={"help": "Save the training curves (student and teacher accuracy, losses, KL) as "
+                  "training_curves.png in output_dir (needs matplotlib)."},
+    )
+
+    def __post_init__(self):
+        if self.augmentation not in AUGMENTATIONS:
+            raise ValueError(f"--augmentation {self.augmentation!r} is unknown; use one of {', '.join(AUGMENTATIONS)}.")
+        if self.dataset_name and (self.train_dir or self.validation_dir):
+            raise ValueError("give either --dataset_name or --train_dir/--validation_dir, not both.")
+
+    @property
+    def uses_digits(self) -> bool:
+        return not (self.dataset_name or self.train_dir or self.validation_dir)
+
+
+def parse_arguments(argv: list[str]):
+    parser = HfArgumentParser((ModelArguments, DataTrainingArguments, ProKTTrainingArguments))
+    return parse_config_and_flags(parser, argv)
+
+
+# --------------------------------------------------------------------------------------------------- data
+
+
+def load_raw_data(data_args: DataTrainingArguments, model_args: ModelArguments, seed: int) -> datasets.DatasetDict:
+    """``train`` and ``validation`` splits with an image and a label column."""
+    if data_args.uses_digits:
+        return load_digits_images()
+    if data_args.dataset_name:
+        raw = datasets.load_dataset(data_args.dataset_name, data_args.dataset_config_name,
+                                    cache_dir=model_args.cache_dir, token=model_args.token,
+                                    trust_remote_code=model_args.trust_remote_code)
+    else:
+        files = {split: os.path.join(folder, "**") for split, folder in
+                 (("train", data_args.train_dir), ("validation", data_args.validation_dir)) if folder}
+        raw = datasets.load_dataset("imagefolder", data_files=files, cache_dir=model_args.cache_dir)
+    if "validation" not in raw:
+        for name in ("val", "valid", "test"):
+            if name in raw:
+                raw["validation"] = raw.pop(name)
+                break
+        else:
+            if "train" not in raw:
+                raise ValueError(f"the dataset has no train split (splits: {list(raw)}).")
+            split = raw["train"].train_test_split(test_size=data_args.train_val_split, seed=seed)
+            raw["train"], raw["validation"] = split["train"], split["test"]
+    for column in (data_args.image_column_name, data_args.label_column_name):
+        if column not in raw["train"].column_names:
+            raise ValueError(f"no column {column!r} in the data (columns: {raw['train'].column_names}); set "
+                             "--image_column_name / --label_column_name.")
+    return raw
+
+
+def label_names_of(raw: datasets.DatasetDict, label_column: str) -> list[str]:
+    """Class names in class-id order: the `ClassLabel` names, else the sorted distinct values (then the column
+    is re-encoded as ids)."""
+    feature = raw["train"].features[label_column]
+    if isinstance(feature, datasets.ClassLabel):
+        return list(feature.names)
+    values = sorted({str(v) for split in raw.values() for v in split[label_column]})
+    return values
+
+
+def encode_labels(raw: datasets.DatasetDict, label_column: str, names: list[str]) -> datasets.DatasetDict:
+    """Make ``label_column`` hold ids in the order of ``names`` (which may be a teacher's order)."""
+    feature = raw["train"].features[label_column]
+    current = list(feature.names) if isinstance(feature, datasets.ClassLabel) else None
+    if current == names:
+        return raw
+    index = {name: i for i, name in enumerate(names)}
+
+    def to_ids(batch):
+        values = batch[label_column]
+        return {label_column: [index[current[v] if current else str(v)] for v in values]}
+
+    return raw.map(to_ids, batched=True, features=None, desc="Encoding labels")
+
+
+# ------------------------------------------------------------------------------------------------- models
+
+
+def labels_of_pretrained(name_or_path: str, model_args: ModelArguments, data_names: list[str]) -> list[str] | None:
+    """The label order of a fine-tuned checkpoint on the data's classes, None when it has other classes (it
+    then needs --ignore_mismatched_sizes) or unnamed ones."""
+    config = AutoConfig.from_pretrained(name_or_path, cache_dir=model_args.cache_dir, token=model_args.token,
+                                        trust_remote_code=model_args.trust_remote_code)
+    names = [str(config.id2label[i]) for i in range(len(config.id2label))] if config.id2label else []
+    if names and not all(n.startswith("LABEL_") for n in names) and sorted(names) == sorted(data_names):
+        return names
+    if not model_args.ignore_mismatched_sizes and config.num_labels != len(data_names):
+        raise ValueError(
+            f"{name_or_path} classifies {config.num_labels} classes but the data has {len(data_names)}. Pass "
+            "--ignore_mismatched_sizes to give it a new head for the data's labels."
+        )
+    return None
+
+
+def load_pretrained(name_or_path: str, model_args: ModelArguments, names: list[str]):
+    id2label = dict(enumerate(names))
+    return AutoModelForImageClassification.from_pretrained(
+        name_or_path, num_labels=len(names), id2label=id2label, label2id={n: i for i, n in id2label.items()},
+        cache_dir=model_args.cache_dir, revision=model_args.model_revision, token=model_args.token,
+        trust_remote_code=model_args.trust_remote_code, ignore_mismatched_sizes=model_args.ignore_mismatched_sizes,
+    )
+
+
+def build_models(model_args: ModelArguments, training_args: ProKTTrainingArguments, names: list[str],
+                 image_size: int):
+    """``(teacher or None, student)`` with the label order ``names``."""
+    needs_teacher = training_args.strategy != "finetune"
+    id2label = dict(enumerate(names))
+    label2id = {n: i for i, n in id2label.items()}
+
+    def from_config(spec: str, seed: int):
+        return model_from_config(model_config(spec, len(names), id2label, label2id, image_size), seed)
+
+    teacher = None
+    if needs_teacher:
+        if model_args.teacher_model_name_or_path:
+            teacher = load_pretrained(model_args.teacher_model_name_or_path, model_args, names)
+        elif model_args.teacher_config:
+            if training_args.strategy == "kd":
+                raise ValueError(
+                    "--strategy kd learns from a trained, frozen teacher, but --teacher_config builds an untrained "
+                    "one. Train it first (--strategy finetune --student_config <its config> --output_dir T) and "
+                    "pass --teacher_model_name_or_path T; or use --strategy prokt, which trains the teacher too."
+                )
+            teacher = from_config(model_args.teacher_config, training_args.seed + 1)
+        else:
+            raise ValueError(f"--strategy {training_args.strategy} needs a teacher: --teacher_model_name_or_path, "
+                             "or --teacher_config for prokt from scratch.")
+    if model_args.model_name_or_path:
+        student = load_pretrained(model_args.model_name_or_path, model_args, names)
+    elif model_args.student_config:
+        student = from_config(model_args.student_config, training_args.seed)
+    else:
+        raise ValueError("give the student: --model_name_or_path, or --student_config to build it from scratch.")
+    return teacher, student
+
+
+def load_image_processor(model_args: ModelArguments, image_size: int, needs_teacher: bool):
+    source = model_args.image_processor_name or (
+        model_args.teacher_model_name_or_path if needs_teacher else None) or model_args.model_name_or_path
+    if source is None:
+        return image_processor_for(image_size)
+    return AutoImageProcessor.from_pretrained(source, cache_dir=model_args.cache_dir, token=model_args.token,
+                                              trust_remote_code=model_args.trust_remote_code)
+
+
+# --------------------------------------------------------------------------------------------------- main
+
+
+def main(argv: list[str] | None = None) -> dict:
+    model_args, data_args, training_args = parse_arguments(sys.argv[1:] if argv is None else argv)
+    # The images are transformed on the fly: the Trainer must not drop the image column first.
+    training_args.remove_unused_columns = False
+
+    logging.basicConfig(format="%(asctime)s - %(levelname)s - %(name)s - %(message)s", level=logging.INFO
+                        if training_args.should_log else logging.WARNING)
+    transformers.utils.logging.set_verbosity(training_args.get_process_log_level())
+    set_seed(training_args.seed)
+
+    raw = load_raw_data(data_args, model_args, training_args.seed)
+    names = label_names_of(raw, data_args.label_column_name)
+    needs_teacher = training_args.strategy != "finetune"
+    if needs_teacher and model_args.teacher_model_name_or_path:  # a fine-tuned teacher fixes the label order
+        names = labels_of_pretrained(model_args.teacher_model_name_or_path, model_args, names) or names
+    if model_args.model_name_or_path:
+        labels_of_pretrained(model_args.model_name_or_path, model_args, names)
+    raw = encode_labels(raw, data_args.label_column_name, names)
+
+    image_size = model_args.image_size or (DIGITS_IMAGE_SIZE if data_args.uses_digits else 224)
+    teacher, student = build_models(model_args, training_args, names, image_size)
+    image_processor = load_image_processor(model_args, image_size, needs_teacher)
+
+    def select(split, limit):
+        dataset = raw[split]
+        return dataset.select(range(min(limit, len(dataset)))) if limit is not None else dataset
+
+    image_column, label_column = data_args.image_column_name, data_args.label_column_name
+    train_dataset = eval_dataset = None
+    if training_args.do_train:
+        train_dataset = select("train", data_args.max_train_samples)
+        train_dataset.set_transform(pixel_transform(image_processor, image_column, label_column,
+                                                    data_args.augmentation))
+    if training_args.do_eval:
+        eval_dataset = select("validation", data_args.max_eval_samples)
+        eval_dataset.set_transform(pixel_transform(image_processor, image_column, label_column))
+
+    trainer = ProKTTrainer(
+        model=student, teacher_model=teacher, args=training_args, train_dataset=train_dataset,
+        eval_dataset=eval_dataset, processing_class=image_processor, data_collator=collate_images,
+        compute_metrics=compute_image_classification_metrics(len(names)),
+    )
+
+    results = {}
+    if training_args.do_train:
+        train_result = trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
+        metrics = {**train_result.metrics, "train_samples": len(train_dataset)}
+        trainer.save_model()
+        trainer.log_metrics("train", metrics)
+        trainer.save_metrics("train", metrics)
+        trainer.save_state()
+        results.update(metrics)
+    if training_args.do_eval:
+        metrics = {**trainer.evaluate(), "eval_samples": len(eval_dataset)}
+        trainer.log_metrics("eval", metrics)
+        trainer.save_metrics("eval", metrics, combined=True)
+        results.update(metrics)
+    dataset_label = data_args.dataset_name or ("digits" if data_args.uses_digits else "imagefolder")
+    if data_args.plot and trainer.is_world_process_zero():
+        from hf_prokt.plot import plot_training
+
+        plot_training(trainer.state.log_history, os.path.join(training_args.output_dir, "training_curves.png"),
+                      metric="accuracy", title=f"{training_args.strategy} on {dataset_label}")
+    if training_args.push_to_hub:
+        trainer.push_to_hub(finetuned_from=model_args.model_name_or_path or model_args.teacher_model_name_or_path,
+                            tasks="image-classification", dataset=dataset_label)
+    return results
+
+
+if __name__ == "__main__":
+    main()
