@@ -13,8 +13,8 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="hf-prokt", description="ProKT knowledge distillation tools.")
     commands = parser.add_subparsers(dest="command", required=True)
     demo = commands.add_parser(
-        "demo", help="Compare fine-tuning, KD and ProKT on scikit-learn's digits (offline, about a minute on CPU).",
-        description="Train a small ViT student on scikit-learn's bundled digits with each strategy (same "
+        "demo", help="Compare fine-tuning, KD and ProKT on scikit-learn's digits (offline, a minute or two on CPU).",
+        description="Train a small ResNet student on scikit-learn's bundled digits with each strategy (same "
         "data, seed and epochs), print a table of validation accuracies and wall times, and write "
         "demo_results.json in the output directory. Nothing is downloaded.",
     )

@@ -69,3 +69,30 @@ def test_run_glue_under_two_processes_saves_once_and_resumes(tmp_path):
     assert (out / "model.safetensors").exists() and (out / "eval_results.json").exists()
     launch(["--max_steps", "6", "--resume_from_checkpoint", str(out / "checkpoint-4")])
     assert json.loads((out / "trainer_state.json").read_text())["global_step"] == 6
+
+
+def test_image_example_under_two_processes_with_feature_maps(tmp_path):
+    """The image example on digits under a real 2-process launch, ProKT with stage-output distillation:
+    each process reads its shard, one student and one checkpoint are written, and training resumes."""
+    script = os.path.join(os.path.dirname(WORKER), "..", "examples", "image_classification",
+                          "run_image_classification.py")
+    out = tmp_path / "out"
+    argv = ["--teacher_config", "resnet-tiny", "--student_config", "resnet-tiny", "--strategy", "prokt",
+            "--hidden_distill_weight", "1.0", "--max_train_samples", "64", "--max_eval_samples", "20",
+            "--per_device_train_batch_size", "8", "--max_steps", "2", "--save_strategy", "steps", "--save_steps", "2",
+            "--do_train", "--do_eval", "--output_dir", str(out), "--report_to", "none", "--use_cpu", "True",
+            "--disable_tqdm", "True"]
+
+    def launch(extra):
+        run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
+             "--master_port", str(free_port()), script, *argv, *extra], tmp_path)
+
+    launch([])
+    checkpoint = out / "checkpoint-2"
+    assert (checkpoint / "teacher" / "model.safetensors").exists()
+    assert (checkpoint / "distillation_projections.pt").exists()
+    state = json.loads((checkpoint / "trainer_state.json").read_text())
+    assert state["global_step"] == 2 and state["train_batch_size"] == 8
+    assert json.loads((out / "eval_results.json").read_text())["eval_samples"] == 20
+    launch(["--max_steps", "3", "--resume_from_checkpoint", str(checkpoint)])
+    assert json.loads((out / "trainer_state.json").read_text())["global_step"] == 3
