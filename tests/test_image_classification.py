@@ -93,3 +93,19 @@ def test_unknown_named_config_is_refused(script, tmp_path):
     with pytest.raises(ValueError, match="unknown model config 'resnet-7'.*resnet-18"):
         script.main(["--student_config", "resnet-7", "--strategy", "finetune", "--do_train",
                      "--output_dir", str(tmp_path / "out"), *QUIET])
+
+
+def test_local_dataset_without_validation_split_and_a_json_config(script, tmp_path):
+    """--dataset_name on a local folder (datasets infers imagefolder); no validation split, so
+    --train_val_split holds part of train out; the student is built from a JSON config."""
+    write_image_folder(tmp_path / "data")
+    (tmp_path / "data" / "val").rename(tmp_path / "unused")
+    config = SCRIPT.parent / "configs" / "wrn_16_2.json"
+    results = script.main([
+        "--dataset_name", str(tmp_path / "data"), "--train_val_split", "0.5", "--student_config", str(config),
+        "--strategy", "finetune", "--image_size", "16", "--do_train", "--do_eval", "--max_steps", "1",
+        "--output_dir", str(tmp_path / "out"), *QUIET,
+    ])
+    assert results["train_samples"] == 9 and results["eval_samples"] == 9
+    student = AutoModelForImageClassification.from_pretrained(tmp_path / "out")
+    assert student.config.depths == [2, 2, 2] and student.config.hidden_sizes == [32, 64, 128]
