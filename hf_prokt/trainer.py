@@ -104,8 +104,8 @@ class ProKTTrainer(Trainer):
         super().__init__(model=model, args=args, **kwargs)
         if model is None:  # built by model_init: check the pair it gives
             check_distillation_pair(self.model, teacher_model, args.strategy)
-        if teacher_model is not None and (self.is_deepspeed_enabled or self.is_fsdp_enabled):
-            raise ValueError(_NO_SHARDED_TEACHER)
+        if teacher_model is not None:
+            self._refuse_unsupported_sharding(args)
 
         self.teacher_model = teacher_model
         self._teacher_wrapped = teacher_model
@@ -162,8 +162,31 @@ class ProKTTrainer(Trainer):
                 f"compute_loss_func would replace the distillation loss of strategy={args.strategy!r}. Remove "
                 "it (the student loss is set by distill_alpha and distill_temperature), or use 'finetune'."
             )
-        if args.strategy != "finetune" and (args.deepspeed or args.fsdp):
-            raise ValueError(_NO_SHARDED_TEACHER)
+        if args.strategy != "finetune" and args.deepspeed:
+            raise ValueError(_NO_DEEPSPEED_TEACHER)
+
+    def _refuse_unsupported_sharding(self, args: ProKTTrainingArguments) -> None:
+        """With a teacher: DeepSpeed and FSDP1 are refused; FSDP2 runs without the intermediate terms."""
+        if self.is_deepspeed_enabled:
+            raise ValueError(_NO_DEEPSPEED_TEACHER)
+        if not self.is_fsdp_enabled:
+            return
+        if not getattr(self.accelerator, "is_fsdp2", False):
+            raise ValueError(
+                "ProKTTrainer runs a teacher under FSDP2 only, and this is FSDP1. Set fsdp_config={'version': 2} "
+                "(or fsdp_version: 2 in the accelerate config), or use DDP."
+            )
+        if args.uses_intermediate_terms:
+            raise ValueError(
+                "the intermediate distillation terms (hidden/embedding/attention_distill_weight) are not supported "
+                "under FSDP yet: their projections would need sharding of their own. Use logit distillation alone "
+                "under FSDP, or DDP for the intermediate terms."
+            )
+
+    @property
+    def _teacher_is_sharded(self) -> bool:
+        """FSDP2 shards a ProKT teacher like the student (a frozen KD teacher stays whole on every process)."""
+        return self.is_fsdp_enabled and self.args.strategy == "prokt"
 
     def _example_batch(self, size: int = 2) -> dict:
         """A tiny collated batch from the training set, to learn the models' output shapes."""
@@ -196,8 +219,9 @@ class ProKTTrainer(Trainer):
         self.teacher_model.eval()
         try:
             outputs = []
-            for who, call in (("student", lambda: self.model(**self._model_inputs(batch), **flags)),
-                              ("teacher", lambda: self._call_teacher(self.teacher_model, batch, flags))):
+            student_batch, teacher_batch = _on_device_of(self.model, batch), _on_device_of(self.teacher_model, batch)
+            for who, call in (("student", lambda: self.model(**self._model_inputs(student_batch), **flags)),
+                              ("teacher", lambda: self._call_teacher(self.teacher_model, teacher_batch, flags))):
                 try:
                     with self.accelerator.autocast():  # the precision of training (bf16, fp16)
                         outputs.append(call())
@@ -268,7 +292,10 @@ class ProKTTrainer(Trainer):
             return
         if self.args.strategy == "kd":
             if not self._teacher_prepared:
-                self._teacher_wrapped = self.accelerator.prepare_model(self.teacher_model, evaluation_mode=True)
+                if self.is_fsdp_enabled:  # FSDP2 prepares a model only with an optimizer: keep it whole, placed
+                    self.teacher_model.to(self.accelerator.device)
+                else:
+                    self._teacher_wrapped = self.accelerator.prepare_model(self.teacher_model, evaluation_mode=True)
                 self._teacher_prepared = True
             self.teacher_model.eval()
             return
@@ -412,7 +439,7 @@ class ProKTTrainer(Trainer):
 
         with self._gradients_synced():
             if self.args.max_grad_norm and self.args.max_grad_norm > 0:
-                self.accelerator.clip_grad_norm_(teacher.parameters(), self.args.max_grad_norm)
+                self._clip_teacher_gradients(teacher)
             self._teacher_last_lr = self.teacher_optimizer.param_groups[0]["lr"]
             self.teacher_optimizer.step()
             if not getattr(self.teacher_optimizer, "step_was_skipped", False):  # fp16 overflow skips the step
@@ -426,6 +453,14 @@ class ProKTTrainer(Trainer):
             self.dual_beta = dual_ascent(self.dual_beta, global_proximity, self.args.prokt_epsilon, self.args.dual_lr)
         self._record({"teacher_loss": torch.stack(losses).mean(), "kl_student_teacher": proximity})
         return stale_targets
+
+    def _clip_teacher_gradients(self, teacher) -> None:
+        if self._teacher_is_sharded:
+            # accelerate's clip_grad_norm_ picks "the" FSDP model by comparing parameter lists, which fails with
+            # two models; torch's clipping computes the global norm of sharded (DTensor) gradients itself.
+            torch.nn.utils.clip_grad_norm_(teacher.parameters(), self.args.max_grad_norm)
+        else:
+            self.accelerator.clip_grad_norm_(teacher.parameters(), self.args.max_grad_norm)
 
     @contextmanager
     def _gradients_synced(self):
@@ -456,6 +491,9 @@ class ProKTTrainer(Trainer):
             dtype = getattr(torch, self.args.teacher_dtype)
             model_inputs = {k: v.to(dtype) if isinstance(v, torch.Tensor) and v.is_floating_point() else v
                             for k, v in model_inputs.items()}
+        if self.is_fsdp_enabled and self.args.strategy == "kd":  # not prepared: mixed precision by hand
+            with self.accelerator.autocast():
+                return teacher(**model_inputs, **flags)
         return teacher(**model_inputs, **flags)
 
     @staticmethod
@@ -473,6 +511,9 @@ class ProKTTrainer(Trainer):
 
     def _clip_grad_norm(self, model):
         """Clip the student's gradients together with those of the projections trained beside it."""
+        if self._teacher_is_sharded:  # see _clip_teacher_gradients
+            self.accelerator.unscale_gradients()
+            return torch.nn.utils.clip_grad_norm_(model.parameters(), self.args.max_grad_norm)
         if self.intermediate_distiller is None:
             return super()._clip_grad_norm(model)
         parameters = list(model.parameters()) + list(self.intermediate_distiller.parameters())
@@ -585,13 +626,17 @@ class ProKTTrainer(Trainer):
         ``<student repo>-teacher``), never beside the student.
         """
         result = super().push_to_hub(commit_message, blocking, token, revision, private, **kwargs)
-        if push_teacher and self.is_world_process_zero():
+        if push_teacher:
             if self.teacher_model is None:
                 raise ValueError("push_teacher=True, but this trainer has no teacher (strategy='finetune').")
-            self._push_teacher(teacher_repo_id or f"{self.hub_model_id}-teacher", commit_message, token, private)
+            state_dict = self._full_teacher_state_dict()  # under FSDP, a collective on every process
+            if self.is_world_process_zero():
+                self._push_teacher(teacher_repo_id or f"{self.hub_model_id}-teacher", commit_message, token, private,
+                                   state_dict)
         return result
 
-    def _push_teacher(self, repo_id: str, commit_message: str | None, token: str | None, private: bool | None):
+    def _push_teacher(self, repo_id: str, commit_message: str | None, token: str | None, private: bool | None,
+                      state_dict: dict | None = None):
         import tempfile
 
         from huggingface_hub import HfApi
@@ -600,16 +645,32 @@ class ProKTTrainer(Trainer):
         repo_id = api.create_repo(repo_id, private=private if private is not None else self.args.hub_private_repo,
                                   exist_ok=True).repo_id
         with tempfile.TemporaryDirectory() as folder:
-            self.save_teacher(folder)
+            self.accelerator.unwrap_model(self._teacher_wrapped).save_pretrained(folder, state_dict=state_dict)
+            if self.processing_class is not None:
+                self.processing_class.save_pretrained(folder)
             return api.upload_folder(repo_id=repo_id, folder_path=folder, commit_message=commit_message)
 
     def save_teacher(self, output_dir: str) -> None:
-        """Write the (co-trained) teacher as a plain checkpoint, with the processor."""
+        """Write the (co-trained) teacher as a plain checkpoint, with the processor. Under FSDP, call it on
+        every process (like `save_model`): the teacher's shards are gathered first."""
         if self.teacher_model is None:
             raise ValueError("this trainer has no teacher (strategy='finetune').")
-        self.accelerator.unwrap_model(self._teacher_wrapped).save_pretrained(output_dir)
+        state_dict = self._full_teacher_state_dict()
+        if not self.args.should_save:
+            return
+        self.accelerator.unwrap_model(self._teacher_wrapped).save_pretrained(output_dir, state_dict=state_dict)
         if self.processing_class is not None:
             self.processing_class.save_pretrained(output_dir)
+
+    def _full_teacher_state_dict(self) -> dict | None:
+        """The teacher's full weights gathered from its FSDP shards (a collective: every process calls it; the
+        main process gets them, on the CPU), or None when the teacher is not sharded (it saves itself)."""
+        if not self._teacher_is_sharded or not self._teacher_prepared:
+            return None
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
+        return get_model_state_dict(self._teacher_wrapped, options=StateDictOptions(full_state_dict=True,
+                                                                                    cpu_offload=True))
 
     # ------------------------------------------------------------------ checkpoints
 
@@ -617,6 +678,15 @@ class ProKTTrainer(Trainer):
         """Next to the student's optimizer and scheduler: the teacher's weights, optimizer, scheduler and
         dual multiplier (ProKT), and the learned projections of the intermediate terms."""
         super()._save_optimizer_and_scheduler(output_dir)
+        teacher_state = optimizer_state = None
+        if self.teacher_optimizer is not None and self._teacher_is_sharded:  # collectives: on every process
+            from torch.distributed.checkpoint.state_dict import StateDictOptions, get_optimizer_state_dict
+
+            teacher_state = self._full_teacher_state_dict()
+            optimizer_state = get_optimizer_state_dict(
+                self._teacher_wrapped, _unwrap_optimizer(self.teacher_optimizer),
+                options=StateDictOptions(full_state_dict=True, cpu_offload=True),
+            )
         if not self.args.should_save:
             return
         if self.intermediate_distiller is not None:
@@ -624,8 +694,10 @@ class ProKTTrainer(Trainer):
         if self.teacher_optimizer is None:
             return
         teacher = self.accelerator.unwrap_model(self._teacher_wrapped)
-        teacher.save_pretrained(os.path.join(output_dir, TEACHER_DIR))
-        torch.save(self.teacher_optimizer.state_dict(), os.path.join(output_dir, TEACHER_OPTIMIZER_NAME))
+        teacher.save_pretrained(os.path.join(output_dir, TEACHER_DIR), state_dict=teacher_state)
+        if optimizer_state is None:
+            optimizer_state = self.teacher_optimizer.state_dict()
+        torch.save(optimizer_state, os.path.join(output_dir, TEACHER_OPTIMIZER_NAME))
         torch.save(self.teacher_lr_scheduler.state_dict(), os.path.join(output_dir, TEACHER_SCHEDULER_NAME))
         with open(os.path.join(output_dir, PROKT_STATE_NAME), "w") as f:
             json.dump({"dual_beta": self.dual_beta, "teacher_learning_rate": self._teacher_last_lr}, f)
@@ -649,11 +721,25 @@ class ProKTTrainer(Trainer):
                 "resume faithfully. Resume from a checkpoint written by ProKTTrainer with strategy='prokt' and "
                 "save_only_model=False (save_only_model checkpoints keep the student's weights only)."
             )
-        self._load_from_checkpoint(teacher_dir, model=self.teacher_model)
-        device = "cpu" if self.args.device.type == "cpu" else self.args.device  # torch can't restore "cpu:0"
-        self.teacher_optimizer.load_state_dict(
-            torch.load(os.path.join(checkpoint, TEACHER_OPTIMIZER_NAME), map_location=device, weights_only=True)
-        )
+        optimizer_path = os.path.join(checkpoint, TEACHER_OPTIMIZER_NAME)
+        if self._teacher_is_sharded:
+            # Every process reads the full state and keeps its shards.
+            from torch.distributed.checkpoint.state_dict import (
+                StateDictOptions,
+                set_model_state_dict,
+                set_optimizer_state_dict,
+            )
+
+            options = StateDictOptions(full_state_dict=True)
+            set_model_state_dict(self._teacher_wrapped, _read_saved_weights(teacher_dir), options=options)
+            optimizer_state = torch.load(optimizer_path, map_location="cpu", weights_only=True)
+            if optimizer_state.get("state"):  # a stateless optimizer (plain SGD) has nothing to restore
+                set_optimizer_state_dict(self._teacher_wrapped, _unwrap_optimizer(self.teacher_optimizer),
+                                         optimizer_state, options=options)
+        else:
+            self._load_from_checkpoint(teacher_dir, model=self.teacher_model)
+            device = "cpu" if self.args.device.type == "cpu" else self.args.device  # torch can't restore "cpu:0"
+            self.teacher_optimizer.load_state_dict(torch.load(optimizer_path, map_location=device, weights_only=True))
         self.teacher_lr_scheduler.load_state_dict(
             torch.load(os.path.join(checkpoint, TEACHER_SCHEDULER_NAME), weights_only=True)
         )
@@ -663,9 +749,31 @@ class ProKTTrainer(Trainer):
         self._teacher_last_lr = state.get("teacher_learning_rate")
 
 
-_NO_SHARDED_TEACHER = (
-    "ProKTTrainer does not yet run a teacher under DeepSpeed or FSDP. Use DDP (accelerate launch without an "
-    "FSDP/DeepSpeed config, or torchrun), which ProKTTrainer supports, or strategy='finetune'."
+def _unwrap_optimizer(optimizer):
+    """The torch optimizer inside accelerate's wrapper."""
+    return getattr(optimizer, "optimizer", optimizer)
+
+
+def _read_saved_weights(folder: str) -> dict[str, torch.Tensor]:
+    """The weights `save_pretrained` wrote in ``folder`` (one safetensors file, or an index and its shards)."""
+    from safetensors.torch import load_file
+
+    index = os.path.join(folder, "model.safetensors.index.json")
+    if os.path.isfile(index):
+        with open(index) as f:
+            files = sorted(set(json.load(f)["weight_map"].values()))
+    else:
+        files = ["model.safetensors"]
+    weights = {}
+    for name in files:
+        weights.update(load_file(os.path.join(folder, name)))
+    return weights
+
+
+_NO_DEEPSPEED_TEACHER = (
+    "ProKTTrainer does not run a teacher under DeepSpeed: its engine drives one model and one optimizer. Use FSDP2 "
+    "(fsdp='full_shard' with fsdp_config={'version': 2}, or an accelerate FSDP config with fsdp_version: 2) or DDP; "
+    "or strategy='finetune'."
 )
 _NEEDS_LABELS = (
     "the training data has no labels: ProKT trains the teacher on them, and distill_alpha < 1 trains the student on "
@@ -681,6 +789,15 @@ def _unreadable_batch(who: str, batch: dict, error: Exception) -> ValueError:
         "channels both models expect. Preprocess for both, e.g. with the teacher's image processor and a student "
         "built for the same image size."
     )
+
+
+def _on_device_of(model: nn.Module, batch: dict) -> dict:
+    """The batch's tensors on the device of the model's weights (before FSDP places a model, it may still be
+    on the CPU while batches go to the accelerator's device)."""
+    parameter = next(model.parameters(), None)
+    if parameter is None:
+        return batch
+    return {k: v.to(parameter.device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
 
 
 def _check_has_labels(dataset) -> None:
