@@ -165,7 +165,8 @@ def main(argv=None) -> int:
         rows.append(json.loads(lines[-1][len("RESULT "):]))
         print(f"{variant}: {rows[-1]['seconds_per_step']:.3f} s/step", flush=True)
     print(format_table(rows))
-    report = {"machine": machine_description(), "settings": {k: v for k, v in vars(options).items() if k != "one"},
+    report = {"machine": machine_description(),
+              "settings": {k: v for k, v in vars(options).items() if k not in ("one", "output")},
               "command": ["python", "-m", "benchmarks.teacher_cost", *(argv if argv is not None else sys.argv[1:])],
               "rows": rows}
     os.makedirs(os.path.dirname(os.path.abspath(options.output)), exist_ok=True)
