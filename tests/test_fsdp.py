@@ -41,11 +41,15 @@ def assert_same(a, b, atol):
             torch.testing.assert_close(a[model][name], value, atol=atol, rtol=0, msg=f"{model}.{name}")
 
 
-@pytest.mark.parametrize("strategy", ["prokt", "kd"])
-def test_fsdp2_two_processes_equal_one(tmp_path, strategy):
-    result, two = launch(tmp_path, "two", 2, 8, "fsdp", strategy)
+@pytest.mark.parametrize("strategy, per_device_two, per_device_one, extra", [
+    ("prokt", 8, 16, ""),
+    ("prokt", 4, 8, "gradient_accumulation_steps=2"),  # the teacher's window: no gradient sync until its end
+    ("kd", 8, 16, ""),
+], ids=["prokt", "prokt-accumulation", "kd"])
+def test_fsdp2_two_processes_equal_one(tmp_path, strategy, per_device_two, per_device_one, extra):
+    result, two = launch(tmp_path, "two", 2, per_device_two, "fsdp", strategy, extra)
     assert result.returncode == 0, result.stderr[-3000:]
-    result, one = launch(tmp_path, "one", 1, 16, "none", strategy)
+    result, one = launch(tmp_path, "one", 1, per_device_one, "none", strategy, extra)
     assert result.returncode == 0, result.stderr[-3000:]
     sharded, single = weights(two), weights(one)
     assert (sharded["world_size"], sharded["fsdp"], single["world_size"]) == (2, True, 1)
