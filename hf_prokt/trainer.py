@@ -645,9 +645,7 @@ class ProKTTrainer(Trainer):
         repo_id = api.create_repo(repo_id, private=private if private is not None else self.args.hub_private_repo,
                                   exist_ok=True).repo_id
         with tempfile.TemporaryDirectory() as folder:
-            self.accelerator.unwrap_model(self._teacher_wrapped).save_pretrained(folder, state_dict=state_dict)
-            if self.processing_class is not None:
-                self.processing_class.save_pretrained(folder)
+            self._write_teacher(folder, state_dict)
             return api.upload_folder(repo_id=repo_id, folder_path=folder, commit_message=commit_message)
 
     def save_teacher(self, output_dir: str) -> None:
@@ -656,11 +654,14 @@ class ProKTTrainer(Trainer):
         if self.teacher_model is None:
             raise ValueError("this trainer has no teacher (strategy='finetune').")
         state_dict = self._full_teacher_state_dict()
-        if not self.args.should_save:
-            return
-        self.accelerator.unwrap_model(self._teacher_wrapped).save_pretrained(output_dir, state_dict=state_dict)
+        if self.args.should_save:
+            self._write_teacher(output_dir, state_dict)
+
+    def _write_teacher(self, folder: str, state_dict: dict | None) -> None:
+        """The teacher's weights (``state_dict``: gathered from FSDP shards, or None for its own) and the processor."""
+        self.accelerator.unwrap_model(self._teacher_wrapped).save_pretrained(folder, state_dict=state_dict)
         if self.processing_class is not None:
-            self.processing_class.save_pretrained(output_dir)
+            self.processing_class.save_pretrained(folder)
 
     def _full_teacher_state_dict(self) -> dict | None:
         """The teacher's full weights gathered from its FSDP shards (a collective: every process calls it; the

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
+import sys
 
 import datasets
 import pytest
@@ -86,6 +88,15 @@ def image_dataset(n: int = 32, seed: int = 0, num_labels: int = 3, channels: int
         rows = slice(label * IMAGE_SIZE // num_labels, (label + 1) * IMAGE_SIZE // num_labels)
         pixels[i, :, rows] += 1.0
     return datasets.Dataset.from_dict({"pixel_values": pixels.tolist(), "labels": labels.tolist()}).with_format("torch")
+
+
+def load_example(path, name: str):
+    """Import an example script (``examples/.../*.py``) as the module ``name``."""
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # dataclasses resolve string annotations through it
+    spec.loader.exec_module(module)
+    return module
 
 
 def make_args(tmp_path, **overrides) -> ProKTTrainingArguments:

@@ -1,15 +1,15 @@
 """`examples/image_classification/run_image_classification.py` end to end, offline: an image folder written
 here, and the digits default."""
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 from transformers import AutoImageProcessor, AutoModelForImageClassification
+
+from tests.conftest import load_example
 
 SCRIPT = Path(__file__).resolve().parent.parent / "examples" / "image_classification" / "run_image_classification.py"
 QUIET = ["--report_to", "none", "--disable_tqdm", "True", "--use_cpu", "True", "--save_strategy", "no",
@@ -18,11 +18,7 @@ QUIET = ["--report_to", "none", "--disable_tqdm", "True", "--use_cpu", "True", "
 
 @pytest.fixture(scope="module")
 def script():
-    spec = importlib.util.spec_from_file_location("run_image_classification", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["run_image_classification"] = module  # dataclasses resolve string annotations through it
-    spec.loader.exec_module(module)
-    return module
+    return load_example(SCRIPT, "run_image_classification")
 
 
 def write_image_folder(root: Path, per_class: int = 6) -> None:

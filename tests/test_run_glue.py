@@ -1,9 +1,7 @@
 """`examples/glue/run_glue.py` end to end, offline: tiny models saved to folders, tiny TSV files."""
 
-import importlib.util
 import json
 import random
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -11,18 +9,14 @@ import pytest
 import torch
 from transformers import AutoModelForSequenceClassification, AutoTokenizer, BertTokenizerFast
 
-from tests.conftest import VOCAB_SIZE, tiny_bert
+from tests.conftest import VOCAB_SIZE, load_example, tiny_bert
 
 SCRIPT = Path(__file__).resolve().parent.parent / "examples" / "glue" / "run_glue.py"
 WORDS = [f"w{i}" for i in range(VOCAB_SIZE - 5)]
 
 
 def load_script():
-    spec = importlib.util.spec_from_file_location("run_glue", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["run_glue"] = module  # dataclasses resolve string annotations through it
-    spec.loader.exec_module(module)
-    return module
+    return load_example(SCRIPT, "run_glue")
 
 
 @pytest.fixture(scope="module")
