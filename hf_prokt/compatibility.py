@@ -1,4 +1,5 @@
-"""Refuse student/teacher pairs that cannot be distilled, before anything is touched."""
+"""Refuse what cannot be distilled, before anything is touched: student/teacher pairs whose configurations
+disagree, and set-ups the trainer does not support (the probe on real data is in pair_probe.py)."""
 
 from __future__ import annotations
 
@@ -79,3 +80,64 @@ def check_distillation_pair(student: nn.Module | None, teacher: nn.Module | None
             "both models read the same input_ids, so they need the same tokenizer. Pick a student built "
             "on the teacher's tokenizer (e.g. hf_prokt.student_from_teacher)."
         )
+
+
+NO_DEEPSPEED_TEACHER = (
+    "ProKTTrainer does not run a teacher under DeepSpeed: its engine drives one model and one optimizer. Use FSDP2 "
+    "(fsdp='full_shard' with fsdp_config={'version': 2}, or an accelerate FSDP config with fsdp_version: 2) or DDP; "
+    "or strategy='finetune'."
+)
+NEEDS_LABELS = (
+    "the training data has no labels: ProKT trains the teacher on them, and distill_alpha < 1 trains the student on "
+    "them. Add a 'label' or 'labels' column, or use strategy='kd' with distill_alpha=1.0 for unlabelled data."
+)
+
+
+def check_trainer_setup(args, trainer_kwargs: dict) -> None:
+    """Refuse `Trainer` arguments that cannot serve the strategy (before the `Trainer` is built).
+
+    Args:
+        args: the `ProKTTrainingArguments`.
+        trainer_kwargs: the other keyword arguments given to `ProKTTrainer` (``model_init``, ``train_dataset``...).
+    """
+    if args.strategy == "prokt" and trainer_kwargs.get("model_init") is not None:
+        raise ValueError(
+            "model_init re-creates the student at every train() call, but ProKT's teacher is trained with "
+            "it and would not be re-created. Pass model=<student> and teacher_model=<teacher> instead."
+        )
+    if args.strategy != "finetune" and trainer_kwargs.get("compute_loss_func") is not None:
+        raise ValueError(
+            f"compute_loss_func would replace the distillation loss of strategy={args.strategy!r}. Remove "
+            "it (the student loss is set by distill_alpha and distill_temperature), or use 'finetune'."
+        )
+    if args.strategy != "finetune" and args.deepspeed:
+        raise ValueError(NO_DEEPSPEED_TEACHER)
+
+
+def check_teacher_sharding(args, *, deepspeed: bool, fsdp: bool, fsdp2: bool) -> None:
+    """With a teacher: DeepSpeed and FSDP1 are refused; FSDP2 runs without the intermediate terms."""
+    if deepspeed:
+        raise ValueError(NO_DEEPSPEED_TEACHER)
+    if not fsdp:
+        return
+    if not fsdp2:
+        raise ValueError(
+            "ProKTTrainer runs a teacher under FSDP2 only, and this is FSDP1. Set fsdp_config={'version': 2} "
+            "(or fsdp_version: 2 in the accelerate config), or use DDP."
+        )
+    if args.uses_intermediate_terms:
+        raise ValueError(
+            "the intermediate distillation terms (hidden/embedding/attention_distill_weight) are not supported "
+            "under FSDP yet: their projections would need sharding of their own. Use logit distillation alone "
+            "under FSDP, or DDP for the intermediate terms."
+        )
+
+
+def check_has_labels(args, dataset) -> None:
+    """ProKT's teacher and a student with ``distill_alpha < 1`` learn from labels: a training set with named
+    columns must have a label column."""
+    if args.strategy != "prokt" and args.distill_alpha >= 1:
+        return
+    columns = getattr(dataset, "column_names", None)
+    if isinstance(columns, list) and not {"label", "labels", "label_ids"} & set(columns):
+        raise ValueError(NEEDS_LABELS)

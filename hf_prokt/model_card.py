@@ -12,6 +12,7 @@ import re
 
 from huggingface_hub import EvalResult, ModelCard
 from torch import nn
+from transformers.modelcard import TrainingSummary
 
 _TASK_BY_CLASS = (("SequenceClassification", "text-classification"),
                   ("ImageClassification", "image-classification"))
@@ -160,3 +161,19 @@ def add_distillation_to_card(card_text: str, trainer, dataset: str | list[str] |
     anchor = "## Model description"
     body = body.replace(anchor, section + "\n" + anchor, 1) if anchor in body else body.rstrip() + "\n\n" + section
     return f"---\n{data.to_yaml()}\n---\n{body}"
+
+
+def write_model_card(trainer, folder: str, inference_speedup: float | None = None, **card_kwargs) -> None:
+    """Write ``folder/README.md``: the `transformers` card of ``trainer``'s student (built from its
+    ``card_kwargs``: ``language``, ``tags``, ``dataset``, ``tasks``, ``finetuned_from``...) with how it was
+    distilled. Only the main process writes."""
+    if not trainer.is_world_process_zero():
+        return
+    card_kwargs = {k: v for k, v in card_kwargs.items() if v is not None}
+    card = TrainingSummary.from_trainer(trainer, **card_kwargs).to_model_card()
+    card = add_distillation_to_card(card, trainer, dataset=card_kwargs.get("dataset"),
+                                    tasks=card_kwargs.get("tasks"), inference_speedup=inference_speedup,
+                                    finetuned_from=card_kwargs.get("finetuned_from"))
+    os.makedirs(folder, exist_ok=True)
+    with open(os.path.join(folder, "README.md"), "w", encoding="utf-8") as f:
+        f.write(card)

@@ -19,9 +19,7 @@ from __future__ import annotations
 
 import inspect
 import itertools
-import json
 import logging
-import os
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 
@@ -29,23 +27,25 @@ import datasets
 import torch
 from torch import nn
 from transformers import Trainer, get_scheduler
-from transformers.modelcard import TrainingSummary
-from transformers.trainer_callback import ProgressCallback
 
+from . import teacher_state
 from .alignment import IntermediateDistiller
 from .arguments import ProKTTrainingArguments
-from .compatibility import check_distillation_pair, model_config
+from .compatibility import (
+    NEEDS_LABELS,
+    check_distillation_pair,
+    check_has_labels,
+    check_teacher_sharding,
+    check_trainer_setup,
+    model_config,
+)
 from .heads import zero_classification_layer
 from .losses import dual_ascent, student_loss, teacher_dual_loss, teacher_penalty_loss
-from .model_card import add_distillation_to_card
+from .model_card import write_model_card
+from .pair_probe import probe_pair
+from .teacher_evaluation import TeacherEvaluationMixin
 
 logger = logging.getLogger(__name__)
-
-TEACHER_DIR = "teacher"
-TEACHER_OPTIMIZER_NAME = "teacher_optimizer.pt"
-TEACHER_SCHEDULER_NAME = "teacher_scheduler.pt"
-DISTILLER_NAME = "distillation_projections.pt"
-PROKT_STATE_NAME = "prokt_state.json"
 
 
 @dataclass
@@ -69,7 +69,7 @@ class _Target:
         )
 
 
-class ProKTTrainer(Trainer):
+class ProKTTrainer(TeacherEvaluationMixin, Trainer):
     """A `Trainer` that distils `teacher_model` into `model` (the student).
 
     `args.strategy` picks the recipe: ``"prokt"`` (the teacher is trained with the student and pulled
@@ -92,11 +92,10 @@ class ProKTTrainer(Trainer):
                 f"ProKTTrainer needs ProKTTrainingArguments, got {type(args).__name__}. Build the arguments with "
                 "hf_prokt.ProKTTrainingArguments(...) (it accepts every TrainingArguments field)."
             )
-        self._refuse_unsupported_setups(args, kwargs)
+        check_trainer_setup(args, kwargs)
         if model is not None or kwargs.get("model_init") is None:
             check_distillation_pair(model, teacher_model, args.strategy)
-        if args.strategy == "prokt" or args.distill_alpha < 1:
-            _check_has_labels(kwargs.get("train_dataset"))
+        check_has_labels(args, kwargs.get("train_dataset"))
         if args.strategy == "finetune" and teacher_model is not None:
             logger.warning("strategy='finetune' ignores teacher_model.")
             teacher_model = None
@@ -105,7 +104,8 @@ class ProKTTrainer(Trainer):
         if model is None:  # built by model_init: check the pair it gives
             check_distillation_pair(self.model, teacher_model, args.strategy)
         if teacher_model is not None:
-            self._refuse_unsupported_sharding(args)
+            check_teacher_sharding(args, deepspeed=self.is_deepspeed_enabled, fsdp=self.is_fsdp_enabled,
+                                   fsdp2=getattr(self.accelerator, "is_fsdp2", False))
 
         self.teacher_model = teacher_model
         self._teacher_wrapped = teacher_model
@@ -146,42 +146,8 @@ class ProKTTrainer(Trainer):
         self._in_window = False
         self._metric_sums: dict[str, torch.Tensor] = {}
         self._metric_counts: dict[str, int] = {}
-        self._evaluating_teacher_too = False
 
     # ------------------------------------------------------------------ set-up
-
-    @staticmethod
-    def _refuse_unsupported_setups(args: ProKTTrainingArguments, kwargs: dict) -> None:
-        if args.strategy == "prokt" and kwargs.get("model_init") is not None:
-            raise ValueError(
-                "model_init re-creates the student at every train() call, but ProKT's teacher is trained with "
-                "it and would not be re-created. Pass model=<student> and teacher_model=<teacher> instead."
-            )
-        if args.strategy != "finetune" and kwargs.get("compute_loss_func") is not None:
-            raise ValueError(
-                f"compute_loss_func would replace the distillation loss of strategy={args.strategy!r}. Remove "
-                "it (the student loss is set by distill_alpha and distill_temperature), or use 'finetune'."
-            )
-        if args.strategy != "finetune" and args.deepspeed:
-            raise ValueError(_NO_DEEPSPEED_TEACHER)
-
-    def _refuse_unsupported_sharding(self, args: ProKTTrainingArguments) -> None:
-        """With a teacher: DeepSpeed and FSDP1 are refused; FSDP2 runs without the intermediate terms."""
-        if self.is_deepspeed_enabled:
-            raise ValueError(_NO_DEEPSPEED_TEACHER)
-        if not self.is_fsdp_enabled:
-            return
-        if not getattr(self.accelerator, "is_fsdp2", False):
-            raise ValueError(
-                "ProKTTrainer runs a teacher under FSDP2 only, and this is FSDP1. Set fsdp_config={'version': 2} "
-                "(or fsdp_version: 2 in the accelerate config), or use DDP."
-            )
-        if args.uses_intermediate_terms:
-            raise ValueError(
-                "the intermediate distillation terms (hidden/embedding/attention_distill_weight) are not supported "
-                "under FSDP yet: their projections would need sharding of their own. Use logit distillation alone "
-                "under FSDP, or DDP for the intermediate terms."
-            )
 
     @property
     def _teacher_is_sharded(self) -> bool:
@@ -206,46 +172,15 @@ class ProKTTrainer(Trainer):
             examples = [dataset[i] for i in range(min(size, len(dataset)))]
         return self._prepare_inputs(collator(examples))
 
-    @torch.no_grad()
     def _probe_pair(self) -> tuple:
-        """Run both models once on two training examples (eval mode, no graph), so that a pair that cannot
-        read the same batch, or disagrees on the number of classes, fails here with the reason, before
-        anything is trained or written. Returns ``(student_outputs, teacher_outputs)``, with the hidden
-        states / attentions the intermediate terms need."""
-        batch = self._example_batch()
-        flags = self._intermediate_output_flags()
-        modes = (self.model.training, self.teacher_model.training)
-        self.model.eval()
-        self.teacher_model.eval()
-        try:
-            outputs = []
-            student_batch, teacher_batch = _on_device_of(self.model, batch), _on_device_of(self.teacher_model, batch)
-            for who, call in (("student", lambda: self.model(**self._model_inputs(student_batch), **flags)),
-                              ("teacher", lambda: self._call_teacher(self.teacher_model, teacher_batch, flags))):
-                try:
-                    with self.accelerator.autocast():  # the precision of training (bf16, fp16)
-                        outputs.append(call())
-                except TypeError as error:
-                    if flags and any(name in str(error) for name in flags):
-                        raise ValueError(
-                            f"the {who} refused the output flags the intermediate terms need ({error}). Set "
-                            "the *_distill_weight fields to 0 for this model pair."
-                        ) from error
-                    raise _unreadable_batch(who, batch, error) from error
-                except (RuntimeError, ValueError, IndexError) as error:
-                    raise _unreadable_batch(who, batch, error) from error
-        finally:
-            self.model.train(modes[0])
-            self.teacher_model.train(modes[1])
-        student_outputs, teacher_outputs = outputs
-        student_logits, teacher_logits = student_outputs.logits, teacher_outputs.logits
-        if student_logits.shape != teacher_logits.shape:
-            raise ValueError(
-                f"on the same batch the student returns logits of shape {list(student_logits.shape)} and the "
-                f"teacher {list(teacher_logits.shape)}; distillation needs one score per class from each, for "
-                "the same classes. Give both models the dataset's label set (num_labels, id2label, label2id)."
-            )
-        return student_outputs, teacher_outputs
+        """Both models' outputs on two training examples (`pair_probe.probe_pair`): a pair that cannot read
+        the same batch fails here, before anything is trained or written."""
+        return probe_pair(
+            self.model, self.teacher_model, self._example_batch(),
+            run_student=lambda batch, flags: self.model(**self._model_inputs(batch), **flags),
+            run_teacher=lambda batch, flags: self._call_teacher(self.teacher_model, batch, flags),
+            output_flags=self._intermediate_output_flags(), autocast=self.accelerator.autocast,
+        )
 
     def _build_intermediate_distiller(self, student_outputs, teacher_outputs) -> IntermediateDistiller:
         """Size the learned projections from one pair of example outputs."""
@@ -422,7 +357,7 @@ class ProKTTrainer(Trainer):
                 outputs = self._call_teacher(teacher, inputs, flags)
                 labels = inputs.get("labels")
                 if labels is None:
-                    raise ValueError(_NEEDS_LABELS)
+                    raise ValueError(NEEDS_LABELS)
                 if self.args.prokt_constraint == "dual":
                     loss, proximity = teacher_dual_loss(
                         outputs.logits, student_logits, labels, self.dual_beta, self.args.prokt_epsilon,
@@ -541,57 +476,13 @@ class ProKTTrainer(Trainer):
                 logs["prokt_beta"] = self.dual_beta
         super().log(logs, start_time)
 
-    # ------------------------------------------------------------------ evaluation
-
-    def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix: str = "eval"):
-        """The student's metrics as `Trainer.evaluate` reports them and, when the teacher is evaluated too
-        (`evaluate_teacher`, on by default for ProKT), the teacher's under ``{prefix}_teacher_*``."""
-        self._evaluating_teacher_too = self.teacher_model is not None and self.args.should_evaluate_teacher
-        try:
-            return super().evaluate(eval_dataset, ignore_keys, metric_key_prefix)
-        finally:
-            self._evaluating_teacher_too = False
-
-    def evaluation_loop(self, dataloader, description, prediction_loss_only=None, ignore_keys=None,
-                        metric_key_prefix: str = "eval"):
-        output = super().evaluation_loop(dataloader, description, prediction_loss_only, ignore_keys, metric_key_prefix)
-        if self._evaluating_teacher_too:
-            teacher_prefix = f"{metric_key_prefix}_teacher"
-            self._close_prediction_bars()  # else the teacher's batches extend the student's bar
-            with self._teacher_as_model():
-                teacher_output = super().evaluation_loop(
-                    dataloader, f"{description} (teacher)", prediction_loss_only, ignore_keys, teacher_prefix
-                )
-            output.metrics.update({
-                k: v for k, v in teacher_output.metrics.items()
-                if k.startswith(f"{teacher_prefix}_") and not k.endswith("_model_preparation_time")
-            })
-        return output
-
-    def _close_prediction_bars(self) -> None:
-        for callback in self.callback_handler.callbacks:
-            if isinstance(callback, ProgressCallback) and callback.prediction_bar is not None:
-                callback.prediction_bar.close()
-                callback.prediction_bar = None
-
-    @contextmanager
-    def _teacher_as_model(self):
-        saved = self.model, self.model_wrapped
-        was_training = self.teacher_model.training
-        self.model, self.model_wrapped = self.teacher_model, self._teacher_wrapped
-        try:
-            yield
-        finally:
-            self.model, self.model_wrapped = saved
-            self.teacher_model.train(was_training)
-
-    # ------------------------------------------------------------------ saving and the Hub
+    # ------------------------------------------------------------------ saving, the Hub, checkpoints
 
     def save_model(self, output_dir: str | None = None, _internal_call: bool = False) -> None:
         """Write the student alone (weights, config, processor) and, when called by the user, its model card."""
         super().save_model(output_dir, _internal_call)
         if not _internal_call:
-            self._write_model_card(output_dir or self.args.output_dir)
+            write_model_card(self, output_dir or self.args.output_dir)
 
     def create_model_card(self, language=None, license=None, tags=None, model_name=None, finetuned_from=None,
                           tasks=None, dataset_tags=None, dataset=None, dataset_args=None,
@@ -600,22 +491,9 @@ class ProKTTrainer(Trainer):
 
         `inference_speedup` (student over teacher, measured by you) goes into the card when given.
         """
-        self._write_model_card(self.args.output_dir, language=language, license=license, tags=tags,
-                               model_name=model_name, finetuned_from=finetuned_from, tasks=tasks,
-                               dataset_tags=dataset_tags, dataset=dataset, dataset_args=dataset_args,
-                               inference_speedup=inference_speedup)
-
-    def _write_model_card(self, folder: str, inference_speedup: float | None = None, **kwargs) -> None:
-        if not self.is_world_process_zero():
-            return
-        kwargs = {k: v for k, v in kwargs.items() if v is not None}
-        card = TrainingSummary.from_trainer(self, **kwargs).to_model_card()
-        card = add_distillation_to_card(card, self, dataset=kwargs.get("dataset"), tasks=kwargs.get("tasks"),
-                                        inference_speedup=inference_speedup,
-                                        finetuned_from=kwargs.get("finetuned_from"))
-        os.makedirs(folder, exist_ok=True)
-        with open(os.path.join(folder, "README.md"), "w", encoding="utf-8") as f:
-            f.write(card)
+        write_model_card(self, self.args.output_dir, inference_speedup=inference_speedup, language=language,
+                         license=license, tags=tags, model_name=model_name, finetuned_from=finetuned_from,
+                         tasks=tasks, dataset_tags=dataset_tags, dataset=dataset, dataset_args=dataset_args)
 
     def push_to_hub(self, commit_message: str | None = "End of training", blocking: bool = True,
                     token: str | None = None, revision: str | None = None, private: bool | None = None,
@@ -629,182 +507,70 @@ class ProKTTrainer(Trainer):
         if push_teacher:
             if self.teacher_model is None:
                 raise ValueError("push_teacher=True, but this trainer has no teacher (strategy='finetune').")
-            state_dict = self._full_teacher_state_dict()  # under FSDP, a collective on every process
+            weights = self._full_teacher_weights()  # under FSDP, a collective on every process
             if self.is_world_process_zero():
-                self._push_teacher(teacher_repo_id or f"{self.hub_model_id}-teacher", commit_message, token, private,
-                                   state_dict)
+                teacher_state.push_teacher_to_hub(
+                    teacher_repo_id or f"{self.hub_model_id}-teacher", self._unwrapped_teacher(), weights=weights,
+                    processing_class=self.processing_class, commit_message=commit_message,
+                    token=token if token is not None else self.args.hub_token,
+                    private=private if private is not None else self.args.hub_private_repo,
+                )
         return result
-
-    def _push_teacher(self, repo_id: str, commit_message: str | None, token: str | None, private: bool | None,
-                      state_dict: dict | None = None):
-        import tempfile
-
-        from huggingface_hub import HfApi
-
-        api = HfApi(token=token if token is not None else self.args.hub_token)
-        repo_id = api.create_repo(repo_id, private=private if private is not None else self.args.hub_private_repo,
-                                  exist_ok=True).repo_id
-        with tempfile.TemporaryDirectory() as folder:
-            self._write_teacher(folder, state_dict)
-            return api.upload_folder(repo_id=repo_id, folder_path=folder, commit_message=commit_message)
 
     def save_teacher(self, output_dir: str) -> None:
         """Write the (co-trained) teacher as a plain checkpoint, with the processor. Under FSDP, call it on
         every process (like `save_model`): the teacher's shards are gathered first."""
         if self.teacher_model is None:
             raise ValueError("this trainer has no teacher (strategy='finetune').")
-        state_dict = self._full_teacher_state_dict()
+        weights = self._full_teacher_weights()
         if self.args.should_save:
-            self._write_teacher(output_dir, state_dict)
+            teacher_state.write_teacher(output_dir, self._unwrapped_teacher(), weights, self.processing_class)
 
-    def _write_teacher(self, folder: str, state_dict: dict | None) -> None:
-        """The teacher's weights (``state_dict``: gathered from FSDP shards, or None for its own) and the processor."""
-        self.accelerator.unwrap_model(self._teacher_wrapped).save_pretrained(folder, state_dict=state_dict)
-        if self.processing_class is not None:
-            self.processing_class.save_pretrained(folder)
+    def _unwrapped_teacher(self) -> nn.Module:
+        return self.accelerator.unwrap_model(self._teacher_wrapped)
 
-    def _full_teacher_state_dict(self) -> dict | None:
+    def _full_teacher_weights(self) -> dict | None:
         """The teacher's full weights gathered from its FSDP shards (a collective: every process calls it; the
         main process gets them, on the CPU), or None when the teacher is not sharded (it saves itself)."""
         if not self._teacher_is_sharded or not self._teacher_prepared:
             return None
-        from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
-
-        return get_model_state_dict(self._teacher_wrapped, options=StateDictOptions(full_state_dict=True,
-                                                                                    cpu_offload=True))
-
-    # ------------------------------------------------------------------ checkpoints
+        return teacher_state.gather_full_weights(self._teacher_wrapped)
 
     def _save_optimizer_and_scheduler(self, output_dir: str) -> None:
         """Next to the student's optimizer and scheduler: the teacher's weights, optimizer, scheduler and
-        dual multiplier (ProKT), and the learned projections of the intermediate terms."""
+        dual multiplier (ProKT), and the learned projections of the intermediate terms (`teacher_state`)."""
         super()._save_optimizer_and_scheduler(output_dir)
-        teacher_state = optimizer_state = None
+        weights = optimizer_state = None
         if self.teacher_optimizer is not None and self._teacher_is_sharded:  # collectives: on every process
-            from torch.distributed.checkpoint.state_dict import StateDictOptions, get_optimizer_state_dict
-
-            teacher_state = self._full_teacher_state_dict()
-            optimizer_state = get_optimizer_state_dict(
-                self._teacher_wrapped, _unwrap_optimizer(self.teacher_optimizer),
-                options=StateDictOptions(full_state_dict=True, cpu_offload=True),
-            )
+            weights, optimizer_state = teacher_state.gather_teacher_state(self._teacher_wrapped,
+                                                                          self.teacher_optimizer)
         if not self.args.should_save:
             return
         if self.intermediate_distiller is not None:
-            torch.save(self.intermediate_distiller.state_dict(), os.path.join(output_dir, DISTILLER_NAME))
-        if self.teacher_optimizer is None:
-            return
-        teacher = self.accelerator.unwrap_model(self._teacher_wrapped)
-        teacher.save_pretrained(os.path.join(output_dir, TEACHER_DIR), state_dict=teacher_state)
-        if optimizer_state is None:
-            optimizer_state = self.teacher_optimizer.state_dict()
-        torch.save(optimizer_state, os.path.join(output_dir, TEACHER_OPTIMIZER_NAME))
-        torch.save(self.teacher_lr_scheduler.state_dict(), os.path.join(output_dir, TEACHER_SCHEDULER_NAME))
-        with open(os.path.join(output_dir, PROKT_STATE_NAME), "w") as f:
-            json.dump({"dual_beta": self.dual_beta, "teacher_learning_rate": self._teacher_last_lr}, f)
+            teacher_state.save_projections(output_dir, self.intermediate_distiller)
+        if self.teacher_optimizer is not None:
+            teacher_state.save_teacher_state(
+                output_dir, self._unwrapped_teacher(), self.teacher_optimizer, self.teacher_lr_scheduler,
+                {"dual_beta": self.dual_beta, "teacher_learning_rate": self._teacher_last_lr},
+                weights=weights, optimizer_state=optimizer_state,
+            )
 
     def _load_optimizer_and_scheduler(self, checkpoint: str | None) -> None:
         super()._load_optimizer_and_scheduler(checkpoint)
         if checkpoint is None:
             return
         if self.intermediate_distiller is not None:
-            path = os.path.join(checkpoint, DISTILLER_NAME)
-            if not os.path.isfile(path):
-                raise ValueError(f"{checkpoint} has no {DISTILLER_NAME}: it was not saved with the same "
-                                 "intermediate distillation weights. Resume with the arguments it was trained with.")
-            self.intermediate_distiller.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+            teacher_state.load_projections(checkpoint, self.intermediate_distiller)
         if self.teacher_optimizer is None:
             return
-        teacher_dir = os.path.join(checkpoint, TEACHER_DIR)
-        if not os.path.isdir(teacher_dir):
-            raise ValueError(
-                f"{checkpoint} holds no ProKT teacher state ({TEACHER_DIR}/ is missing), so training cannot "
-                "resume faithfully. Resume from a checkpoint written by ProKTTrainer with strategy='prokt' and "
-                "save_only_model=False (save_only_model checkpoints keep the student's weights only)."
-            )
-        optimizer_path = os.path.join(checkpoint, TEACHER_OPTIMIZER_NAME)
-        if self._teacher_is_sharded:
-            # Every process reads the full state and keeps its shards.
-            from torch.distributed.checkpoint.state_dict import (
-                StateDictOptions,
-                set_model_state_dict,
-                set_optimizer_state_dict,
-            )
-
-            options = StateDictOptions(full_state_dict=True)
-            set_model_state_dict(self._teacher_wrapped, _read_saved_weights(teacher_dir), options=options)
-            optimizer_state = torch.load(optimizer_path, map_location="cpu", weights_only=True)
-            if optimizer_state.get("state"):  # a stateless optimizer (plain SGD) has nothing to restore
-                set_optimizer_state_dict(self._teacher_wrapped, _unwrap_optimizer(self.teacher_optimizer),
-                                         optimizer_state, options=options)
-        else:
-            self._load_from_checkpoint(teacher_dir, model=self.teacher_model)
-            device = "cpu" if self.args.device.type == "cpu" else self.args.device  # torch can't restore "cpu:0"
-            self.teacher_optimizer.load_state_dict(torch.load(optimizer_path, map_location=device, weights_only=True))
-        self.teacher_lr_scheduler.load_state_dict(
-            torch.load(os.path.join(checkpoint, TEACHER_SCHEDULER_NAME), weights_only=True)
+        state = teacher_state.load_teacher_state(
+            checkpoint, self.teacher_optimizer, self.teacher_lr_scheduler,
+            sharded_teacher=self._teacher_wrapped if self._teacher_is_sharded else None,
+            load_weights=lambda folder: self._load_from_checkpoint(folder, model=self.teacher_model),
+            device="cpu" if self.args.device.type == "cpu" else self.args.device,  # torch can't restore "cpu:0"
         )
-        with open(os.path.join(checkpoint, PROKT_STATE_NAME)) as f:
-            state = json.load(f)
         self.dual_beta = float(state["dual_beta"])
         self._teacher_last_lr = state.get("teacher_learning_rate")
-
-
-def _unwrap_optimizer(optimizer):
-    """The torch optimizer inside accelerate's wrapper."""
-    return getattr(optimizer, "optimizer", optimizer)
-
-
-def _read_saved_weights(folder: str) -> dict[str, torch.Tensor]:
-    """The weights `save_pretrained` wrote in ``folder`` (one safetensors file, or an index and its shards)."""
-    from safetensors.torch import load_file
-
-    index = os.path.join(folder, "model.safetensors.index.json")
-    if os.path.isfile(index):
-        with open(index) as f:
-            files = sorted(set(json.load(f)["weight_map"].values()))
-    else:
-        files = ["model.safetensors"]
-    weights = {}
-    for name in files:
-        weights.update(load_file(os.path.join(folder, name)))
-    return weights
-
-
-_NO_DEEPSPEED_TEACHER = (
-    "ProKTTrainer does not run a teacher under DeepSpeed: its engine drives one model and one optimizer. Use FSDP2 "
-    "(fsdp='full_shard' with fsdp_config={'version': 2}, or an accelerate FSDP config with fsdp_version: 2) or DDP; "
-    "or strategy='finetune'."
-)
-_NEEDS_LABELS = (
-    "the training data has no labels: ProKT trains the teacher on them, and distill_alpha < 1 trains the student on "
-    "them. Add a 'label' or 'labels' column, or use strategy='kd' with distill_alpha=1.0 for unlabelled data."
-)
-
-
-def _unreadable_batch(who: str, batch: dict, error: Exception) -> ValueError:
-    shapes = {name: list(value.shape) for name, value in batch.items() if isinstance(value, torch.Tensor)}
-    return ValueError(
-        f"the {who} could not read a training batch ({type(error).__name__}: {error}). Both models receive the "
-        f"same inputs ({shapes}): the same input_ids (one tokenizer), or pixel_values of the image size and "
-        "channels both models expect. Preprocess for both, e.g. with the teacher's image processor and a student "
-        "built for the same image size."
-    )
-
-
-def _on_device_of(model: nn.Module, batch: dict) -> dict:
-    """The batch's tensors on the device of the model's weights (before FSDP places a model, it may still be
-    on the CPU while batches go to the accelerator's device)."""
-    parameter = next(model.parameters(), None)
-    if parameter is None:
-        return batch
-    return {k: v.to(parameter.device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
-
-
-def _check_has_labels(dataset) -> None:
-    columns = getattr(dataset, "column_names", None)
-    if isinstance(columns, list) and not {"label", "labels", "label_ids"} & set(columns):
-        raise ValueError(_NEEDS_LABELS)
 
 
 def _accepted_inputs(model: nn.Module) -> set[str] | None:
