@@ -14,6 +14,7 @@ from transformers import TrainingArguments
 STRATEGIES = ("prokt", "kd", "finetune")
 CONSTRAINTS = ("penalty", "dual")
 TARGETS = ("updated", "stale")
+ANCHORS = ("eval", "train")
 
 
 @dataclass
@@ -71,6 +72,15 @@ class ProKTTrainingArguments(TrainingArguments):
             "help": "What the student learns from: 'updated' (the teacher after its step, as the method "
             "prescribes) or 'stale' (the teacher's pre-step logits: one teacher forward fewer per step).",
             "choices": list(TARGETS),
+        },
+    )
+    prokt_anchor: str = field(
+        default="eval",
+        metadata={
+            "help": "The student prediction the teacher is pulled towards: 'eval' (a separate forward of the "
+            "student in eval mode, no dropout, without a graph, as the authors did) or 'train' (the detached "
+            "logits of the student's training forward: one forward fewer per step, dropout noise in the anchor).",
+            "choices": list(ANCHORS),
         },
     )
     distill_temperature: float = field(
@@ -143,6 +153,8 @@ class ProKTTrainingArguments(TrainingArguments):
             fail("prokt_constraint", f"unknown value {self.prokt_constraint!r}", "Use 'penalty' or 'dual'.")
         if self.prokt_target not in TARGETS:
             fail("prokt_target", f"unknown value {self.prokt_target!r}", "Use 'updated' or 'stale'.")
+        if self.prokt_anchor not in ANCHORS:
+            fail("prokt_anchor", f"unknown value {self.prokt_anchor!r}", "Use 'eval' or 'train'.")
         if not 0.0 <= self.prokt_lambda <= 1.0:
             fail("prokt_lambda", f"{self.prokt_lambda} is outside [0, 1]", "The authors used 0.3 to 0.4.")
         if not 0.0 <= self.distill_alpha <= 1.0:

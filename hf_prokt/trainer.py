@@ -2,13 +2,15 @@
 
 One optimizer step of ProKT (docs/method.md), for a batch ``(x, y)``:
 
-1. ``z_S = student(x)``: one forward with a graph; its detached logits are the teacher's target.
+1. The anchor: ``z_S = student(x)`` in eval mode, without a graph (``prokt_anchor="eval"``), or the
+   detached logits of the student's training forward (``prokt_anchor="train"``, one forward fewer).
 2. Teacher step: ``L_T = (1 - lam) * task(z_T, y) + lam * T^2 * KL(p_S || p_T)``; backward, clip, step
    the teacher's own optimizer and scheduler.
 3. ``z_T' = teacher(x)`` after the step, in eval mode, without a graph (skipped with
    ``prokt_target="stale"``, which reuses the pre-step logits of 2).
 4. Student step: ``L_S = alpha * T^2 * KL(p_T' || p_S) + (1 - alpha) * task(z_S, y)`` (+ intermediate
-   terms), back-propagated through the graph of 1; the `Trainer` loop clips and steps the student.
+   terms), ``z_S`` from the student's training forward (with a graph); the `Trainer` loop clips and steps
+   the student.
 
 With gradient accumulation over ``n`` micro-batches the teacher steps once per student step, on the
 same ``n`` micro-batches: at the first micro-batch of the window the trainer runs 1-2 for all of them
@@ -302,7 +304,7 @@ class ProKTTrainer(TeacherEvaluationMixin, Trainer):
             return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
         labels = inputs.get("labels")
         student_outputs = model(**self._model_inputs(inputs), **self._intermediate_output_flags())
-        target = self._distillation_target(inputs, student_outputs)
+        target = self._distillation_target(model, inputs, student_outputs)
 
         loss, parts = student_loss(
             student_outputs.logits, target.logits, labels, self.args.distill_alpha,
@@ -317,26 +319,44 @@ class ProKTTrainer(TeacherEvaluationMixin, Trainer):
         self._record({f"student_{name}": value for name, value in parts.items()})
         return (loss, student_outputs) if return_outputs else loss
 
-    def _distillation_target(self, inputs: dict, student_outputs) -> _Target:
-        """The teacher outputs the student learns from on this micro-batch (steps 2-3 for ProKT)."""
+    def _distillation_target(self, model, inputs: dict, student_outputs) -> _Target:
+        """The teacher outputs the student learns from on this micro-batch (steps 1-3 for ProKT)."""
         if self.args.strategy == "kd":
             return self._teacher_prediction(inputs)
         if self._in_window:
             if self.args.prokt_target == "stale":
                 return self._window_targets[self._window_position]
             return self._teacher_prediction(inputs)
-        # The whole optimizer step is this micro-batch: the student's forward serves as the target.
-        stale = self._teacher_step([(inputs, student_outputs.logits.detach())])
+        # The whole optimizer step is this micro-batch.
+        if self.args.prokt_anchor == "train":
+            anchor = student_outputs.logits.detach()
+        else:
+            anchor = self._student_anchor(model, inputs)
+        stale = self._teacher_step([(inputs, anchor)])
         return stale[0] if self.args.prokt_target == "stale" else self._teacher_prediction(inputs)
 
     @torch.no_grad()
+    def _student_anchor(self, model, inputs: dict) -> torch.Tensor:
+        """Step 1: the student's logits ``[B, C]`` in eval mode (no dropout), without a graph."""
+        was_training = model.training
+        model.eval()
+        try:
+            return model(**self._model_inputs(inputs)).logits.detach()
+        finally:
+            model.train(was_training)
+
+    @torch.no_grad()
     def _teacher_step_for_window(self, model, window: list) -> list[_Target]:
-        """Steps 1-2 over all micro-batches of an accumulation window (student forwards without a graph)."""
-        model.train()
-        batches = []
-        for raw_inputs in window:
-            inputs = self._prepare_inputs(raw_inputs)
-            batches.append((inputs, model(**self._model_inputs(inputs)).logits.detach()))
+        """Steps 1-2 over all micro-batches of an accumulation window (student forwards without a graph, in
+        eval mode for the eval anchor, in train mode for the train anchor)."""
+        model.train(self.args.prokt_anchor == "train")
+        try:
+            batches = []
+            for raw_inputs in window:
+                inputs = self._prepare_inputs(raw_inputs)
+                batches.append((inputs, model(**self._model_inputs(inputs)).logits.detach()))
+        finally:
+            model.train()
         with torch.enable_grad():
             return self._teacher_step(batches)
 

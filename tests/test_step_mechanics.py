@@ -34,15 +34,23 @@ def train(tmp_path, student, teacher, data=None, recorders=(), **overrides):
     return trainer
 
 
+@pytest.mark.parametrize("anchor", ["eval", "train"])
 @pytest.mark.parametrize("target, teacher_forwards", [("updated", 2), ("stale", 1)])
-def test_passes_per_step(tmp_path, target, teacher_forwards):
+def test_passes_per_step(tmp_path, target, teacher_forwards, anchor):
     student, teacher = tiny_bert(seed=1), tiny_bert(layers=3, hidden=24, seed=2)
     student_calls, teacher_calls = ForwardRecorder(student), ForwardRecorder(teacher)
-    train(tmp_path, student, teacher, max_steps=3, prokt_target=target, recorders=(student_calls, teacher_calls))
+    train(tmp_path, student, teacher, max_steps=3, prokt_target=target, prokt_anchor=anchor,
+          recorders=(student_calls, teacher_calls))
 
-    # One student forward per step, with a graph: it serves as the teacher's target and for its own loss.
-    assert len(student_calls.calls) == 3
-    assert all(call["grad"] and call["training"] for call in student_calls.calls)
+    # Per step: the student's training forward (graph, train mode) and, for the eval anchor, the anchor's
+    # forward (no graph, eval mode). With the train anchor the training forward's logits are the anchor.
+    student_forwards = 2 if anchor == "eval" else 1
+    assert len(student_calls.calls) == 3 * student_forwards
+    for step in range(3):
+        calls = student_calls.calls[step * student_forwards:(step + 1) * student_forwards]
+        assert calls[0]["grad"] and calls[0]["training"]
+        if anchor == "eval":
+            assert not calls[1]["grad"] and not calls[1]["training"]
     assert len(teacher_calls.calls) == 3 * teacher_forwards
     for step in range(3):
         calls = teacher_calls.calls[step * teacher_forwards:(step + 1) * teacher_forwards]
@@ -57,8 +65,12 @@ def test_hidden_states_requested_only_when_needed(tmp_path):
     student, teacher = tiny_bert(seed=1), tiny_bert(layers=4, hidden=24, seed=2)
     student_calls, teacher_calls = ForwardRecorder(student), ForwardRecorder(teacher)
     train(tmp_path, student, teacher, max_steps=2, hidden_distill_weight=1.0, recorders=(student_calls, teacher_calls))
-    # One forward per step, all with hidden states, never attentions.
-    assert all(c["hidden"] and not c["attentions"] for c in student_calls.calls)
+    # The training forward of each step returns hidden states, never attentions; the anchor's (no graph)
+    # needs logits only.
+    training_student_calls = [c for c in student_calls.calls if c["grad"]]
+    assert len(training_student_calls) == 2
+    assert all(c["hidden"] and not c["attentions"] for c in training_student_calls)
+    assert not any(c["hidden"] or c["attentions"] for c in student_calls.calls if not c["grad"])
     training_teacher_calls = [c for c in teacher_calls.calls if c["grad"]]
     target_calls = [c for c in teacher_calls.calls if not c["grad"]]
     assert not any(c["hidden"] for c in training_teacher_calls)  # the teacher step needs logits only
