@@ -12,7 +12,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from hf_prokt import ProKTTrainer
+from hf_prokt.compatibility import check_trainer_setup
 from tests.test_distributed import free_port
 
 WORKER = os.path.join(os.path.dirname(__file__), "fsdp_worker.py")
@@ -86,5 +86,5 @@ def test_unsupported_sharded_setups_are_refused_before_training(tmp_path, mode, 
 def test_deepspeed_with_a_teacher_is_refused():
     for strategy in ("kd", "prokt"):
         with pytest.raises(ValueError, match="does not run a teacher under DeepSpeed.*FSDP2"):
-            ProKTTrainer._refuse_unsupported_setups(SimpleNamespace(strategy=strategy, deepspeed="ds.json"), {})
-    ProKTTrainer._refuse_unsupported_setups(SimpleNamespace(strategy="finetune", deepspeed="ds.json"), {})
+            check_trainer_setup(SimpleNamespace(strategy=strategy, deepspeed="ds.json"), {})
+    check_trainer_setup(SimpleNamespace(strategy="finetune", deepspeed="ds.json"), {})
