@@ -255,3 +255,45 @@ def test_student_num_layers_copies_the_chosen_teacher_layers(run_glue, model_dir
         t_state = teacher.bert.encoder.layer[teacher_index].state_dict()
         assert all(torch.equal(s_state[k], t_state[k]) for k in t_state)
     assert torch.equal(student.bert.embeddings.word_embeddings.weight, teacher.bert.embeddings.word_embeddings.weight)
+
+
+def test_student_init_from_builds_the_student_from_that_checkpoint_not_the_teacher(run_glue, model_dirs, tmp_path):
+    # A "pretrained" checkpoint (encoder only, no classification head) of the teacher's architecture but other weights.
+    init_dir = tmp_path / "pretrained"
+    tiny_bert(layers=4, hidden=32, seed=7).bert.save_pretrained(init_dir)
+    model_args = run_glue.ModelArguments(teacher_model_name_or_path=model_dirs["teacher"], student_num_layers=2,
+                                         student_init_from=str(init_dir))
+    training_args = run_glue.ProKTTrainingArguments(output_dir=str(tmp_path), use_cpu=True, strategy="kd")
+    teacher, student = run_glue.build_models(model_args, training_args, 2, ["neg", "pos"])
+
+    pretrained = AutoModelForSequenceClassification.from_pretrained(init_dir, num_labels=2)
+    saved_teacher = AutoModelForSequenceClassification.from_pretrained(model_dirs["teacher"])
+    assert student.config.num_hidden_layers == 2 and student.config.id2label == {0: "neg", 1: "pos"}
+    for student_index, source_index in enumerate([0, 2]):  # uniformly spaced from the first of 4 layers
+        s_state = student.bert.encoder.layer[student_index].state_dict()
+        p_state = pretrained.bert.encoder.layer[source_index].state_dict()
+        t_state = teacher.bert.encoder.layer[source_index].state_dict()
+        assert all(torch.equal(s_state[k], p_state[k]) for k in p_state)
+        assert not any(torch.equal(s_state[k], t_state[k]) for k in t_state if k.endswith("dense.weight"))
+    embeddings = student.bert.embeddings.word_embeddings.weight
+    assert torch.equal(embeddings, pretrained.bert.embeddings.word_embeddings.weight)
+    # The teacher is the fine-tuned one, head included.
+    for name, tensor in saved_teacher.state_dict().items():
+        assert torch.equal(teacher.state_dict()[name], tensor), name
+
+
+def test_student_init_from_end_to_end_and_its_refusals(run_glue, model_dirs, tmp_path):
+    init_dir = tmp_path / "pretrained"
+    tiny_bert(layers=4, hidden=32, seed=7).bert.save_pretrained(init_dir)
+    train, dev = single_sentence_files(tmp_path)
+    with pytest.raises(ValueError, match="--student_init_from .* give --student_num_layers N"):
+        run_glue.main(common_args(tmp_path, strategy="kd", train_file=train, validation_file=dev,
+                                  teacher_model_name_or_path=model_dirs["teacher"], student_init_from=str(init_dir)))
+    assert not (tmp_path / "out").exists()
+
+    argv = common_args(tmp_path, strategy="kd", train_file=train, validation_file=dev, student_num_layers=2,
+                       teacher_model_name_or_path=model_dirs["teacher"], student_init_from=str(init_dir))
+    results = run_glue.main(argv)
+    assert 0.0 <= results["eval_accuracy"] <= 1.0
+    student = AutoModelForSequenceClassification.from_pretrained(tmp_path / "out")
+    assert student.config.num_hidden_layers == 2 and student.config.id2label == {0: "0", 1: "1"}

@@ -60,6 +60,12 @@ class ModelArguments:
         metadata={"help": "Build the student from the teacher: its config with N layers, initialised from N "
                           "uniformly spaced teacher layers (embeddings copied)."},
     )
+    student_init_from: str | None = field(
+        default=None,
+        metadata={"help": "With --student_num_layers: build the student from this checkpoint's layers (e.g. the "
+                          "pretrained one the teacher was fine-tuned from) instead of the teacher's, so that a KD "
+                          "student does not start with the fine-tuned teacher's layers and head."},
+    )
     tokenizer_name: str | None = field(
         default=None, metadata={"help": "Tokenizer (default: the teacher's, else the student's). It serves both."}
     )
@@ -215,12 +221,20 @@ def build_models(model_args, training_args, num_labels, label_names):
     label2id = {name: i for i, name in enumerate(label_names)} if label_names else None
     attn = "eager" if training_args.attention_distill_weight > 0 else None
     needs_teacher = training_args.strategy != "finetune"
+    init_from = model_args.student_init_from
+    if init_from and (not model_args.student_num_layers or model_args.model_name_or_path):
+        raise ValueError("--student_init_from builds the student from a checkpoint's layers: give "
+                         "--student_num_layers N, and no --model_name_or_path.")
     teacher = None
-    if model_args.teacher_model_name_or_path and (needs_teacher or model_args.student_num_layers):
+    if model_args.teacher_model_name_or_path and (
+            needs_teacher or (model_args.student_num_layers and not init_from)):
         teacher = load_model(model_args.teacher_model_name_or_path, model_args, num_labels, id2label, label2id, attn)
     elif needs_teacher:
         raise ValueError(f"--strategy {training_args.strategy} needs --teacher_model_name_or_path.")
-    if model_args.student_num_layers:
+    if init_from:
+        source = load_model(init_from, model_args, num_labels, id2label, label2id, attn)
+        student = student_from_teacher(source, model_args.student_num_layers)
+    elif model_args.student_num_layers:
         if teacher is None:
             raise ValueError("--student_num_layers builds the student from the teacher: give "
                              "--teacher_model_name_or_path.")
@@ -261,7 +275,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     teacher, student = build_models(model_args, training_args, num_labels, label_names)
     tokenizer_source = (model_args.tokenizer_name or model_args.teacher_model_name_or_path
-                        or model_args.model_name_or_path)
+                        or model_args.student_init_from or model_args.model_name_or_path)
     tokenizer = AutoTokenizer.from_pretrained(tokenizer_source, cache_dir=model_args.cache_dir, token=model_args.token)
     if len(tokenizer) > student.config.vocab_size:
         raise ValueError(f"the tokenizer has {len(tokenizer)} tokens but the student's vocabulary only "
