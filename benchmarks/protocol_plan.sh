@@ -1,0 +1,90 @@
+#!/usr/bin/env bash
+# The SST-2 protocol of docs/benchmarks.md ("SST-2, the authors' protocol"): every run is its own command
+# (python -m benchmarks.sst2_protocol ...), writing benchmarks/results/protocol/<name>.json when it ends.
+# Runs whose JSON exists are skipped, so the plan can be stopped and started again. Run from the repository root:
+#
+#   bash benchmarks/protocol_plan.sh                              # every run, in the order below
+#   bash benchmarks/protocol_plan.sh kd_a0.5_L2_s0 finetune_L2_s0 # only the named runs
+#   bash benchmarks/protocol_plan.sh --list                       # the runs and their commands, nothing run
+#
+# Environment: KD_TEACHER, the fine-tuned KD teacher's folder (default runs/kd_teacher_minilm_sst2; trained by
+# the first command below when it is missing and a kd run is asked for); SST2_DIR, the folder of SST-2's
+# train.tsv and validation.tsv (default: the harness's); OMP_NUM_THREADS (default 1: one core per run, so two
+# runs can share a 2-core machine). After runs land: python -m benchmarks.protocol_summary
+set -euo pipefail
+export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
+KD_TEACHER=${KD_TEACHER:-runs/kd_teacher_minilm_sst2}
+SST2_DIR=${SST2_DIR:-}
+RESULTS=benchmarks/results/protocol
+MINILM=$(python -c "from benchmarks.common import minilm_path; print(minilm_path())")
+
+listing=false
+selected=()
+for word in "$@"; do
+  if [ "$word" = "--list" ]; then listing=true; else selected+=("$word"); fi
+done
+
+wanted() {
+  [ ${#selected[@]} -eq 0 ] && return 0
+  local name
+  for name in "${selected[@]}"; do [ "$name" = "$1" ] && return 0; done
+  return 1
+}
+
+# The KD teacher: MiniLM-L6 fine-tuned on all of SST-2 (2 epochs, lr 5e-5, batch 32, length 64), evaluated
+# every 200 steps, the best dev checkpoint kept. Trained once, before the first kd run.
+kd_teacher() {
+  [ -f "$KD_TEACHER/config.json" ] && return 0
+  local data=${SST2_DIR:-$(python -c "from benchmarks.common import DEFAULT_SST2_DIR; print(DEFAULT_SST2_DIR)")}
+  local command=(python examples/glue/run_glue.py --model_name_or_path "$MINILM"
+    --train_file "$data/train.tsv" --validation_file "$data/validation.tsv"
+    --strategy finetune --learning_rate 5e-5 --num_train_epochs 2 --per_device_train_batch_size 32
+    --per_device_eval_batch_size 128 --max_seq_length 64 --weight_decay 0.0 --warmup_steps 0 --max_grad_norm 1.0
+    --eval_strategy steps --eval_steps 200 --save_strategy steps --save_steps 200 --save_total_limit 2
+    --load_best_model_at_end --metric_for_best_model accuracy --logging_steps 50 --report_to none --seed 0
+    --do_train --do_eval --output_dir "$KD_TEACHER" --dataloader_num_workers 0)
+  if $listing; then echo "kd teacher (missing): ${command[*]}"; return 0; fi
+  echo "== training the KD teacher into $KD_TEACHER"
+  "${command[@]}"
+}
+
+run() {
+  local name=$1
+  shift
+  wanted "$name" || return 0
+  local data=()
+  [ -n "$SST2_DIR" ] && data=(--data_dir "$SST2_DIR")
+  local command=(python -m benchmarks.sst2_protocol "$@" "${data[@]}" --output_dir "$RESULTS" --skip_existing)
+  if $listing; then
+    local state=todo
+    [ -f "$RESULTS/$name.json" ] && state=done
+    echo "$name [$state]: ${command[*]}"
+    return 0
+  fi
+  [ -f "$RESULTS/$name.json" ] && { echo "== $name: done"; return 0; }
+  case " $* " in *" --recipe kd "*) kd_teacher ;; esac
+  echo "== $name ($(date -u +%H:%M) UTC)"
+  "${command[@]}"
+}
+
+if $listing; then kd_teacher; fi
+
+# 2-layer student, seed 0: every recipe.
+run finetune_L2_s0 --recipe finetune --seed 0 --student_layers 2
+run kd_a1_L2_s0 --recipe kd --alpha 1 --kd_teacher "$KD_TEACHER" --seed 0 --student_layers 2
+run kd_a0.5_L2_s0 --recipe kd --alpha 0.5 --kd_teacher "$KD_TEACHER" --seed 0 --student_layers 2
+run prokt-eval_a1_L2_s0 --recipe prokt --prokt_anchor eval --alpha 1 --seed 0 --student_layers 2
+run prokt-eval_a0.5_L2_s0 --recipe prokt --prokt_anchor eval --alpha 0.5 --seed 0 --student_layers 2
+run prokt-train_a0.5_L2_s0 --recipe prokt --prokt_anchor train --alpha 0.5 --seed 0 --student_layers 2
+# 2-layer student, seeds 1 and 2: fine-tuning and the better alpha of kd and of prokt-eval (0.5 until seed 0 says
+# otherwise: then change --alpha here, and the name).
+run finetune_L2_s1 --recipe finetune --seed 1 --student_layers 2
+run kd_a0.5_L2_s1 --recipe kd --alpha 0.5 --kd_teacher "$KD_TEACHER" --seed 1 --student_layers 2
+run prokt-eval_a0.5_L2_s1 --recipe prokt --prokt_anchor eval --alpha 0.5 --seed 1 --student_layers 2
+run finetune_L2_s2 --recipe finetune --seed 2 --student_layers 2
+run kd_a0.5_L2_s2 --recipe kd --alpha 0.5 --kd_teacher "$KD_TEACHER" --seed 2 --student_layers 2
+run prokt-eval_a0.5_L2_s2 --recipe prokt --prokt_anchor eval --alpha 0.5 --seed 2 --student_layers 2
+# 4-layer student, seed 0.
+run finetune_L4_s0 --recipe finetune --seed 0 --student_layers 4
+run kd_a0.5_L4_s0 --recipe kd --alpha 0.5 --kd_teacher "$KD_TEACHER" --seed 0 --student_layers 4
+run prokt-eval_a0.5_L4_s0 --recipe prokt --prokt_anchor eval --alpha 0.5 --seed 0 --student_layers 4

@@ -1,0 +1,234 @@
+"""`benchmarks/sst2_protocol.py` and `benchmarks/protocol_summary.py` on tiny BERTs and made-up results (offline)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import shlex
+from pathlib import Path
+
+import pytest
+
+from benchmarks import protocol_summary, sst2_protocol
+
+PLAN = Path(__file__).resolve().parent.parent / "benchmarks" / "protocol_plan.sh"
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def _in_unit_interval(value) -> bool:
+    return isinstance(value, float) and 0.0 <= value <= 1.0
+
+
+def test_one_tiny_run_per_recipe_then_the_summary(tmp_path, capsys):
+    for recipe in sst2_protocol.RECIPES:
+        assert sst2_protocol.main(["--tiny", "--recipe", recipe, "--output_dir", str(tmp_path)]) == 0
+    anchor = sst2_protocol.resolve_anchor(None)["used"]
+    files = sorted(p.name for p in tmp_path.iterdir())
+    assert files == ["finetune_L2_steps24_n64_s0.json", "kd_a1_L2_steps24_n64_s0.json",
+                     f"prokt-{anchor}_a1_L2_steps24_n64_s0.json"]  # nothing else: no temporary left behind
+
+    runs = {}
+    for name in files:
+        run = json.loads((tmp_path / name).read_text())
+        runs[run["recipe"]] = run
+        assert run["name"] == name[:-len(".json")] and run["setting"] == "L2_steps24_n64" and run["seed"] == 0
+        assert run["steps"] == 24 and run["hyperparameters"]["steps"] == 24
+        # Evaluations every 10 steps and after the last one.
+        assert [p["step"] for p in run["curve"]] == [10, 20, 24]
+        accuracies = [p["student_accuracy"] for p in run["curve"]]
+        assert all(_in_unit_interval(a) for a in accuracies)
+        student = run["student"]
+        assert student["last_accuracy"] == accuracies[-1] and student["last_step"] == 24
+        assert student["best_accuracy"] == max(accuracies)
+        assert student["best_step"] == run["curve"][accuracies.index(max(accuracies))]["step"]
+        assert run["train_time_s"] > 0 and run["eval_time_s"] > 0 and run["train_cpu_time_s"] > 0
+        assert run["seconds_per_step"] == pytest.approx(run["train_time_s"] / 24)
+        settings = run["hyperparameters"]
+        for key, value in (("student_learning_rate", 3e-3), ("batch_size", 16), ("max_length", 16),
+                           ("warmup_ratio", 0.0), ("weight_decay", 0.0), ("max_grad_norm", 1.0),
+                           ("zero_init_classifier", True), ("seed", 0), ("data_seed", 0)):
+            assert settings[key] == value, key
+        assert run["machine"]["torch_threads"] >= 1 and "cpu_count" in run["machine"]
+        assert run["data"]["train_examples"] == 64 and run["data"]["validation_examples"] == 48
+        assert [log["step"] for log in run["training_logs"]] == list(range(2, 25, 2))
+        student_model = run["models"]["student"]
+        assert student_model["layers"] == 2 and student_model["head"] == "freshly initialised"
+        assert student_model["head_zeroed"] is True
+
+    assert runs["finetune"]["teacher"] is None and runs["finetune"]["models"]["teacher"] is None
+    kd = runs["kd"]
+    assert kd["alpha"] == 1.0 and kd["teacher"]["frozen"] and _in_unit_interval(kd["teacher"]["last_accuracy"])
+    assert kd["models"]["teacher"]["head"] == "loaded from the checkpoint" and not kd["models"]["teacher"]["trained"]
+    prokt = runs["prokt"]
+    assert prokt["prokt_anchor"] == anchor and prokt["hyperparameters"]["prokt_anchor"]["used"] == anchor
+    assert prokt["hyperparameters"]["teacher_learning_rate"] == 3e-3 and prokt["hyperparameters"]["prokt_lambda"] == 0.4
+    assert all(_in_unit_interval(p["teacher_accuracy"]) for p in prokt["curve"])
+    assert prokt["teacher"]["last_accuracy"] == prokt["curve"][-1]["teacher_accuracy"]
+    assert prokt["models"]["teacher"]["head"] == "freshly initialised" and prokt["models"]["teacher"]["head_zeroed"]
+    assert all("kl_student_teacher" in log for log in prokt["training_logs"])
+    # The same seed reads the same batches in the same order, whatever the recipe.
+    fingerprints = {run["data"]["data_order_sha1"] for run in runs.values()}
+    assert len(fingerprints) == 1
+
+    capsys.readouterr()
+    assert protocol_summary.main(["--results_dir", str(tmp_path)]) == 0
+    printed = capsys.readouterr().out
+    assert f"prokt-{anchor}_a1 - kd_a1 | 0 | " in printed and "(1 seed: no CI)" in printed
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    pairs = summary["settings"]["L2_steps24_n64"]["pairs"]
+    assert [(p["prokt"], p["baseline"]) for p in pairs] == [(f"prokt-{anchor}_a1", "finetune"),
+                                                            (f"prokt-{anchor}_a1", "kd_a1")]
+    for pair in pairs:
+        assert pair["same_data_order"] is True and pair["last_accuracy"]["ci95"] is None
+        baseline = runs["finetune" if pair["baseline"] == "finetune" else "kd"]
+        expected = prokt["student"]["last_accuracy"] - baseline["student"]["last_accuracy"]
+        assert pair["last_accuracy"]["mean"] == pytest.approx(expected)
+    for name in ("summary.md", "curves_L2_steps24_n64.png", "gap_L2_steps24_n64.png"):
+        assert (tmp_path / name).exists(), name
+    assert (tmp_path / "curves_L2_steps24_n64.png").read_bytes()[:8] == PNG_MAGIC
+
+
+def made_up_run(folder: Path, recipe: str, variant: str, seed: int, last: float, best: float,
+                curve: list[tuple[int, float]], setting: str = "L2") -> None:
+    run = {"name": f"{variant}_{setting}_s{seed}", "recipe": recipe, "variant": variant, "setting": setting,
+           "seed": seed, "student": {"last_accuracy": last, "last_step": curve[-1][0], "best_accuracy": best,
+                                     "best_step": max(curve, key=lambda p: p[1])[0]},
+           "teacher": None, "curve": [{"step": s, "student_accuracy": a} for s, a in curve],
+           "train_time_s": 60.0, "data": {"data_order_sha1": f"order of seed {seed}"}, "models": None}
+    (folder / f"{run['name']}.json").write_text(json.dumps(run))
+
+
+def test_summary_paired_differences_equal_the_hand_computed_ones(tmp_path, capsys):
+    prokt = {0: (0.80, 0.81), 1: (0.82, 0.83), 2: (0.79, 0.82)}  # seed: (last, best)
+    kd = {0: (0.78, 0.80), 1: (0.81, 0.81), 2: (0.80, 0.80)}
+    for seed, (last, best) in prokt.items():
+        made_up_run(tmp_path, "prokt", "prokt-eval_a0.5", seed, last, best, [(100, best), (200, last)])
+    for seed, (last, best) in kd.items():
+        made_up_run(tmp_path, "kd", "kd_a0.5", seed, last, best, [(100, best), (200, last)])
+    made_up_run(tmp_path, "finetune", "finetune", 0, 0.77, 0.79, [(100, 0.79), (200, 0.77)])
+    made_up_run(tmp_path, "finetune", "finetune", 7, 0.70, 0.70, [(100, 0.70), (200, 0.70)])
+    (tmp_path / "notes.json").write_text(json.dumps({"something": "else"}))  # not a run: skipped
+
+    assert protocol_summary.main(["--results_dir", str(tmp_path), "--no_plots"]) == 0
+    printed = capsys.readouterr().out
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    setting = summary["settings"]["L2"]
+    (vs_finetune, vs_kd) = setting["pairs"]
+    assert (vs_kd["prokt"], vs_kd["baseline"]) == ("prokt-eval_a0.5", "kd_a0.5")
+
+    # Last accuracy, ProKT - KD on seeds 0, 1, 2: +0.02, +0.01, -0.01.
+    mean = (0.02 + 0.01 - 0.01) / 3
+    sd = math.sqrt(((0.02 - mean) ** 2 + (0.01 - mean) ** 2 + (-0.01 - mean) ** 2) / 2)
+    half = 4.302652729749464 * sd / math.sqrt(3)  # t(0.975, 2 degrees of freedom)
+    last = vs_kd["last_accuracy"]
+    assert last["seeds"] == [0, 1, 2] and last["n"] == 3
+    assert last["differences"] == pytest.approx([0.02, 0.01, -0.01])
+    assert last["mean"] == pytest.approx(mean) and last["sd"] == pytest.approx(sd)
+    assert last["ci95"] == pytest.approx([mean - half, mean + half])
+    # Best-dev: +0.01, +0.02, +0.02.
+    best = vs_kd["best_accuracy"]
+    best_mean = 0.05 / 3
+    best_sd = math.sqrt(((0.01 - best_mean) ** 2 + 2 * (0.02 - best_mean) ** 2) / 2)
+    assert best["mean"] == pytest.approx(best_mean) and best["sd"] == pytest.approx(best_sd)
+    assert best["ci95"][1] - best["ci95"][0] == pytest.approx(2 * 4.302652729749464 * best_sd / math.sqrt(3))
+    assert f"{mean:+.4f} [{mean - half:+.4f}, {mean + half:+.4f}]" in printed
+    # The gap at each evaluated step: step 100 is the best-dev point, step 200 the last.
+    assert [g["step"] for g in vs_kd["gap_over_steps"]] == [100, 200]
+    assert [g["mean"] for g in vs_kd["gap_over_steps"]] == pytest.approx([best_mean, mean])
+    assert vs_kd["same_data_order"] is True
+
+    # Fine-tuning shares seed 0 only: one difference, no interval, and the table says so.
+    assert vs_finetune["last_accuracy"]["seeds"] == [0]
+    assert vs_finetune["last_accuracy"]["mean"] == pytest.approx(0.80 - 0.77)
+    assert vs_finetune["last_accuracy"]["sd"] is None and vs_finetune["last_accuracy"]["ci95"] is None
+    assert "+0.0300 (1 seed: no CI)" in printed
+    # Per-group statistics: sample standard deviation over the seeds.
+    kd_row = setting["variants"]["kd_a0.5"]
+    assert kd_row["last_accuracy"]["mean"] == pytest.approx(0.79667, abs=1e-5)
+    assert kd_row["last_accuracy"]["sd"] == pytest.approx(math.sqrt(((0.78 - 0.79667) ** 2 + (0.81 - 0.79667) ** 2
+                                                                     + (0.80 - 0.79667) ** 2) / 2), abs=1e-5)
+    assert setting["variants"]["finetune"]["seeds"] == [0, 7]
+    assert summary["runs"] == sorted(p.name for p in tmp_path.glob("*_s*.json"))
+
+
+def test_summary_refuses_an_empty_folder(tmp_path):
+    with pytest.raises(SystemExit, match="no run JSON"):
+        protocol_summary.main(["--results_dir", str(tmp_path)])
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--recipe", "kd"], "--recipe kd needs --kd_teacher"),
+    (["--recipe", "finetune", "--alpha", "0.5"], "finetune has none"),
+    (["--recipe", "kd", "--prokt_anchor", "eval", "--tiny"], "--prokt_anchor applies to --recipe prokt only"),
+    (["--recipe", "prokt", "--prokt_teacher", "/nonexistent"], "no config.json there"),
+    (["--recipe", "prokt", "--alpha", "1.5"], "outside"),
+])
+def test_bad_arguments_are_refused_before_anything_runs(tmp_path, capsys, argv, message):
+    with pytest.raises(SystemExit):
+        sst2_protocol.main([*argv, "--output_dir", str(tmp_path)])
+    assert message in capsys.readouterr().err
+    assert not any(tmp_path.iterdir())
+
+
+def test_skip_existing_leaves_a_finished_run_alone(tmp_path):
+    argv = ["--tiny", "--recipe", "finetune", "--output_dir", str(tmp_path), "--skip_existing"]
+    finished = tmp_path / f"{sst2_protocol.parse_args(argv).name}.json"
+    finished.write_text("{}")
+    assert sst2_protocol.main(argv) == 0
+    assert finished.read_text() == "{}" and len(list(tmp_path.iterdir())) == 1
+
+
+def test_run_names_show_what_differs():
+    def name(*argv):
+        return sst2_protocol.parse_args(["--recipe", *argv]).name
+
+    anchor = sst2_protocol.resolve_anchor(None)["used"]
+    assert name("finetune") == "finetune_L2_s0"
+    assert name("prokt", "--alpha", "0.5", "--seed", "2", "--student_layers", "4") == f"prokt-{anchor}_a0.5_L4_s2"
+    assert name("finetune", "--student_lr", "5e-5", "--max_steps", "600", "--no-zero_init_classifier") == (
+        "finetune_student_lr5e-05_no-zero_init_classifier_L2_steps600_s0")
+    assert name("finetune", "--train_samples", "8000", "--tag", "x") == "finetune_x_L2_n8000_s0"
+
+
+@dataclasses.dataclass
+class _ArgumentsWithAnchor:
+    prokt_anchor: str = "eval"
+
+
+@dataclasses.dataclass
+class _ArgumentsWithoutAnchor:
+    strategy: str = "prokt"
+
+
+def test_the_anchor_is_passed_only_when_the_library_has_the_field(monkeypatch):
+    monkeypatch.setattr(sst2_protocol, "ProKTTrainingArguments", _ArgumentsWithAnchor)
+    assert sst2_protocol.resolve_anchor(None) == {"requested": None, "used": "eval", "passed": True}
+    assert sst2_protocol.resolve_anchor("train") == {"requested": "train", "used": "train", "passed": True}
+    monkeypatch.setattr(sst2_protocol, "ProKTTrainingArguments", _ArgumentsWithoutAnchor)
+    assert sst2_protocol.resolve_anchor(None) == {"requested": None, "used": "train", "passed": False}
+    assert sst2_protocol.resolve_anchor("train")["passed"] is False
+    with pytest.raises(ValueError, match="no ProKTTrainingArguments.prokt_anchor"):
+        sst2_protocol.resolve_anchor("eval")
+
+
+def plan_runs(kd_teacher: str) -> list[tuple[str, list[str]]]:
+    """``(name, arguments)`` of every run line of benchmarks/protocol_plan.sh."""
+    runs = []
+    for line in PLAN.read_text().splitlines():
+        if line.startswith("run "):
+            words = shlex.split(line.replace('"$KD_TEACHER"', kd_teacher))
+            runs.append((words[1], words[2:]))
+    return runs
+
+
+def test_the_plan_names_each_run_as_the_harness_does(tmp_path, monkeypatch):
+    monkeypatch.setattr(sst2_protocol, "ProKTTrainingArguments", _ArgumentsWithAnchor)  # the plan asks for both
+    (tmp_path / "config.json").write_text("{}")  # --kd_teacher must be a model folder
+    runs = plan_runs(str(tmp_path))
+    assert len(runs) == 15
+    names = [name for name, _ in runs]
+    assert len(set(names)) == len(names)
+    for name, arguments in runs:
+        assert sst2_protocol.parse_args(arguments).name == name
+    assert {"prokt-eval_a0.5_L2_s1", "kd_a0.5_L4_s0", "prokt-train_a0.5_L2_s0"} <= set(names)
