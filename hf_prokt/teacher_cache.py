@@ -1,0 +1,173 @@
+"""Cached teacher logits: run a frozen teacher once over a dataset and keep its logits in a column.
+
+KD with a frozen teacher recomputes the same teacher outputs on every step of every run. With the logits
+cached in the training set, ``ProKTTrainer(strategy="kd", teacher_model=None, train_dataset=cached)``
+trains the student at the cost of fine-tuning. The cache is a plain `datasets.Dataset` column, so
+``save_to_disk`` / ``load_from_disk``, ``map``, ``select``, ``shuffle`` and ``train_test_split`` keep
+it aligned with its examples.
+
+Per example the column holds the teacher's logits in float32: ``[C]`` for a sequence or image classifier
+(``[1]`` for a regressor), ``[L, C]`` for a token classifier, ``L`` being the example's own length.
+"""
+
+from __future__ import annotations
+
+import inspect
+from contextlib import nullcontext
+
+import datasets
+import numpy as np
+import torch
+from accelerate import PartialState
+from torch import nn
+from torch.utils.data import DataLoader
+from transformers import DataCollatorWithPadding, PreTrainedTokenizerBase, default_data_collator
+from transformers.utils.logging import tqdm
+
+TEACHER_LOGITS = "teacher_logits"
+_LABEL_KEYS = ("labels", "label", "label_ids")
+_LENGTH_KEYS = ("input_ids", "attention_mask", "inputs_embeds")
+_PRECISIONS = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def cache_teacher_logits(
+    teacher: nn.Module,
+    dataset: datasets.Dataset,
+    batch_size: int = 32,
+    data_collator=None,
+    processing_class=None,
+    precision: str | None = None,
+    column: str = TEACHER_LOGITS,
+    num_workers: int = 0,
+    disable_tqdm: bool = False,
+) -> datasets.Dataset:
+    """The dataset with a ``teacher_logits`` column: the teacher's logits for each example.
+
+    The teacher runs once, in eval mode and without a graph, over batches of ``batch_size`` examples, on the
+    device of the current process (accelerate's ``PartialState().device``; a model dispatched with a
+    ``device_map`` stays where it is). Its mode and device are restored afterwards.
+
+    Args:
+        teacher: a frozen teacher that returns ``logits`` (``[B, C]`` or, per token, ``[B, L, C]``).
+        dataset: a map-style `datasets.Dataset` of model inputs (``input_ids``/``attention_mask``,
+            ``pixel_values``, ...). Columns the teacher does not accept (labels, raw text) are not passed to it.
+            A dataset with a transform (``set_transform``) is read through it: the logits belong to the
+            transformed inputs of this pass.
+        batch_size: examples per teacher forward.
+        data_collator: turns a list of examples into a batch; default, as `Trainer`'s: padding with
+            ``processing_class`` when it is a tokenizer, else `default_data_collator`. For token
+            classification pass the collator you train with (e.g. `DataCollatorForTokenClassification`).
+        processing_class: the tokenizer, for the default padding collator.
+        precision: ``None`` (the teacher's own dtype), ``"bf16"`` or ``"fp16"`` (autocast, as training with
+            ``bf16=True`` / ``fp16=True`` runs the live teacher). Use the precision you train with: KD from
+            the cache then sees the logits the live teacher would have given.
+        column: the new column's name.
+        num_workers: DataLoader workers.
+        disable_tqdm: hide the progress bar.
+
+    Returns:
+        A new dataset (the input is unchanged) with ``column``: float32 lists, ``[C]`` per example, or
+        ``[L_i, C]`` for per-token logits trimmed to the example's own length ``L_i`` (the length of its
+        ``input_ids``).
+    """
+    if not isinstance(dataset, datasets.Dataset):
+        raise TypeError(
+            f"cache_teacher_logits needs a map-style datasets.Dataset, got {type(dataset).__name__}: the logits are "
+            "stored as a column beside the examples. Load the data with datasets (or Dataset.from_dict / "
+            "from_generator), not as a streaming IterableDataset."
+        )
+    if column in dataset.column_names:
+        raise ValueError(
+            f"the dataset already has a {column!r} column. Remove it first (dataset.remove_columns({column!r})) to "
+            "compute the logits again, or train from it as it is."
+        )
+    if precision not in (None, *_PRECISIONS):
+        raise ValueError(f"precision={precision!r} is not one of None, 'bf16', 'fp16'.")
+    if len(dataset) == 0:
+        raise ValueError("the dataset is empty: there is nothing to cache.")
+    if data_collator is None:
+        data_collator = (DataCollatorWithPadding(processing_class)
+                         if isinstance(processing_class, PreTrainedTokenizerBase) else default_data_collator)
+    padding_side = getattr(getattr(data_collator, "tokenizer", None), "padding_side", "right")
+    accepted = _accepted_inputs(teacher)
+
+    def collate(examples):
+        inputs = [{k: v for k, v in example.items()
+                   if k not in _LABEL_KEYS and (accepted is None or k in accepted)} for example in examples]
+        return _collate(data_collator, inputs), [_length(example) for example in inputs]
+
+    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, collate_fn=collate, num_workers=num_workers)
+    dispatched = getattr(teacher, "hf_device_map", None) is not None
+    first_parameter = next(teacher.parameters(), None)
+    home = first_parameter.device if first_parameter is not None else None
+    device = home if dispatched or home is None else PartialState().device
+    was_training = teacher.training
+    autocast = (torch.autocast(device.type, dtype=_PRECISIONS[precision]) if precision and device is not None
+                else nullcontext())
+    logits_per_example: list[np.ndarray] = []
+    try:
+        if not dispatched and home is not None:
+            teacher.to(device)
+        teacher.eval()
+        with torch.no_grad():
+            for batch, lengths in tqdm(loader, desc="Teacher logits", disable=disable_tqdm):
+                batch = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+                with autocast:
+                    logits = teacher(**batch).logits
+                logits_per_example += _split(logits.float().cpu().numpy(), lengths, padding_side)
+    finally:
+        teacher.train(was_training)
+        if not dispatched and home is not None:
+            teacher.to(home)
+    feature = datasets.Value("float32")
+    for _ in range(logits_per_example[0].ndim):
+        feature = datasets.List(feature)
+    return dataset.add_column(column, [value.tolist() for value in logits_per_example], feature=feature)
+
+
+def has_on_the_fly_transform(dataset) -> bool:
+    """Whether ``dataset`` changes its examples when they are read (``set_transform`` / ``with_transform``):
+    logits cached for one reading would belong to other inputs at the next (e.g. random augmentation)."""
+    format_ = getattr(dataset, "format", None)
+    return isinstance(format_, dict) and (format_.get("type") == "custom"
+                                          or format_.get("format_kwargs", {}).get("transform") is not None)
+
+
+def _collate(data_collator, examples: list[dict]) -> dict:
+    try:
+        return data_collator(examples)
+    except (ValueError, RuntimeError, TypeError) as error:
+        raise ValueError(
+            f"the data collator could not batch the examples ({type(error).__name__}: {error}). Inputs of different "
+            "lengths need padding: pass processing_class=<tokenizer> or data_collator=DataCollatorWithPadding("
+            "tokenizer) (DataCollatorForTokenClassification for token classification)."
+        ) from error
+
+
+def _length(example: dict) -> int | None:
+    """The example's own sequence length (its unpadded ``input_ids``), or None when it has no sequence."""
+    for key in _LENGTH_KEYS:
+        value = example.get(key)
+        if value is not None and not isinstance(value, (int, float)):
+            return len(value)
+    return None
+
+
+def _split(logits: np.ndarray, lengths: list[int | None], padding_side: str) -> list[np.ndarray]:
+    """Per-example logits from a batch's ``[B, C]`` or ``[B, L, C]``: per-token rows are trimmed to each
+    example's own length, on the side the collator did not pad."""
+    if logits.ndim <= 2:
+        return list(logits)
+    examples = []
+    for row, length in zip(logits, lengths):
+        length = row.shape[0] if length is None else length
+        examples.append(row[:length] if padding_side == "right" else row[row.shape[0] - length:])
+    return examples
+
+
+def _accepted_inputs(model: nn.Module) -> set[str] | None:
+    """The named keyword arguments of ``model.forward`` (as `Trainer`'s ``remove_unused_columns`` keeps them),
+    or None when it names none and takes everything through ``**kwargs``."""
+    parameters = inspect.signature(model.forward).parameters.values()
+    named = {p.name for p in parameters if p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)}
+    return named or None
