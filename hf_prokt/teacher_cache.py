@@ -12,7 +12,11 @@ Per example the column holds the teacher's logits in float32: ``[C]`` for a sequ
 
 from __future__ import annotations
 
+import hashlib
 import inspect
+import json
+import logging
+import os
 from contextlib import nullcontext
 
 import datasets
@@ -24,7 +28,10 @@ from torch.utils.data import DataLoader
 from transformers import DataCollatorWithPadding, PreTrainedTokenizerBase, default_data_collator
 from transformers.utils.logging import tqdm
 
+logger = logging.getLogger(__name__)
+
 TEACHER_LOGITS = "teacher_logits"
+FINGERPRINT_NAME = "teacher_cache_fingerprint.json"
 _LABEL_KEYS = ("labels", "label", "label_ids")
 _LENGTH_KEYS = ("input_ids", "attention_mask", "inputs_embeds")
 _PRECISIONS = {"bf16": torch.bfloat16, "fp16": torch.float16}
@@ -123,6 +130,83 @@ def cache_teacher_logits(
     for _ in range(logits_per_example[0].ndim):
         feature = datasets.List(feature)
     return dataset.add_column(column, [value.tolist() for value in logits_per_example], feature=feature)
+
+
+def load_or_cache_teacher_logits(path: str, teacher: nn.Module, dataset: datasets.Dataset, **cache_kwargs
+                                 ) -> datasets.Dataset:
+    """The cached dataset saved at ``path``, or computed with `cache_teacher_logits` and saved there.
+
+    Beside the saved dataset a fingerprint records what the logits depend on: the teacher (its config and a
+    hash of its weights), the dataset's content (every column, in order) and the precision. A later call with
+    another teacher, other data or another precision is refused instead of training on logits that belong to
+    something else. Under several processes, call it inside ``training_args.main_process_first()`` so that
+    one process computes and the others read.
+
+    Args:
+        path: a folder for ``save_to_disk`` (created on the first call).
+        teacher, dataset, cache_kwargs: as for `cache_teacher_logits`.
+    """
+    fingerprint = {"teacher": teacher_fingerprint(teacher), "data": dataset_fingerprint(dataset),
+                   "precision": cache_kwargs.get("precision"), "examples": len(dataset)}
+    fingerprint_path = os.path.join(path, FINGERPRINT_NAME)
+    if os.path.exists(path):
+        if not os.path.isfile(fingerprint_path):
+            raise ValueError(f"{path} exists but holds no teacher-logits cache ({FINGERPRINT_NAME} is missing). "
+                             "Give another path for the cache, or delete that folder.")
+        with open(fingerprint_path) as f:
+            stored = json.load(f)
+        different = [name for name in ("teacher", "data", "precision") if stored.get(name) != fingerprint[name]]
+        if different:
+            what = {"teacher": "another teacher (its config or weights differ)",
+                    "data": "other training data (another file, selection or preprocessing)",
+                    "precision": f"logits in {_precision_name(stored.get('precision'))} (this run: "
+                                 f"{_precision_name(fingerprint['precision'])})"}
+            raise ValueError(
+                f"the teacher-logits cache at {path} was made from {' and '.join(what[n] for n in different)}. "
+                "Its logits do not belong to this run: delete the folder to recompute it, or give another path."
+            )
+        logger.info(f"Reusing the teacher logits cached at {path} ({stored['examples']} examples).")
+        return datasets.load_from_disk(path)
+    cached = cache_teacher_logits(teacher, dataset, **cache_kwargs)
+    cached.save_to_disk(path)
+    with open(fingerprint_path, "w") as f:
+        json.dump(fingerprint, f, indent=1)
+    logger.info(f"Cached the teacher logits of {len(cached)} examples at {path}.")
+    return datasets.load_from_disk(path)  # memory-mapped from disk, like a reused cache
+
+
+def teacher_fingerprint(model: nn.Module) -> str:
+    """SHA-256 of the model's config (without version or path entries) and of every weight (name, dtype,
+    shape, bytes)."""
+    digest = hashlib.sha256()
+    config = getattr(model, "config", None)
+    if config is not None and hasattr(config, "to_dict"):
+        values = {k: v for k, v in config.to_dict().items() if k not in ("transformers_version", "_name_or_path")}
+        digest.update(json.dumps(values, sort_keys=True, default=str).encode())
+    for name, tensor in model.state_dict().items():
+        tensor = tensor.detach().to("cpu").contiguous()
+        digest.update(f"{name}:{tensor.dtype}:{list(tensor.shape)}".encode())
+        digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
+def dataset_fingerprint(dataset: datasets.Dataset) -> str:
+    """SHA-256 of a dataset's content: its features and every row of every column, in order (so a different
+    file, selection, order or preprocessing gives another fingerprint, whatever `datasets` cached)."""
+    import pyarrow as pa
+
+    digest = hashlib.sha256(json.dumps(dataset.features.to_dict(), sort_keys=True).encode())
+    for table in dataset.with_format("arrow").iter(batch_size=10_000):
+        table = table.combine_chunks()
+        sink = pa.BufferOutputStream()
+        with pa.ipc.new_stream(sink, table.schema) as writer:
+            writer.write_table(table)
+        digest.update(sink.getvalue().to_pybytes())
+    return digest.hexdigest()
+
+
+def _precision_name(precision: str | None) -> str:
+    return "the teacher's own dtype" if precision is None else precision
 
 
 def has_on_the_fly_transform(dataset) -> bool:

@@ -7,7 +7,7 @@ import torch
 from transformers import BertConfig, BertForTokenClassification, DataCollatorForTokenClassification
 
 from hf_prokt import cache_teacher_logits
-from hf_prokt.teacher_cache import has_on_the_fly_transform
+from hf_prokt.teacher_cache import has_on_the_fly_transform, load_or_cache_teacher_logits
 from tests.conftest import VOCAB_SIZE, image_dataset, tiny_bert, tiny_vit, toy_dataset
 
 
@@ -153,3 +153,49 @@ def test_refusals():
         cache_teacher_logits(tiny_bert(), cached, disable_tqdm=True)
     with pytest.raises(TypeError, match="map-style"):
         cache_teacher_logits(tiny_bert(), data.to_iterable_dataset(), disable_tqdm=True)
+
+
+def counting_forwards(model) -> list:
+    calls = []
+    model.register_forward_pre_hook(lambda *_: calls.append(1))
+    return calls
+
+
+def test_saved_cache_is_reused_not_recomputed(tmp_path):
+    path = str(tmp_path / "cache")
+    teacher, data = tiny_bert(layers=2, hidden=16, seed=1).eval(), toy_dataset(n=10)
+    calls = counting_forwards(teacher)
+    first = load_or_cache_teacher_logits(path, teacher, data, batch_size=4, disable_tqdm=True)
+    assert len(calls) == 3  # ceil(10 / 4) batches
+    again = load_or_cache_teacher_logits(path, teacher, toy_dataset(n=10), batch_size=4, disable_tqdm=True)
+    assert len(calls) == 3  # read from disk: no teacher forward
+    assert again["teacher_logits"] == first["teacher_logits"]
+    assert_rows_match(again, teacher)
+
+
+def test_cache_from_another_teacher_data_or_precision_is_refused(tmp_path):
+    path = str(tmp_path / "cache")
+    teacher, data = tiny_bert(layers=2, hidden=16, seed=1), toy_dataset(n=10)
+    load_or_cache_teacher_logits(path, teacher, data, disable_tqdm=True)
+    written = sorted(p.name for p in (tmp_path / "cache").iterdir())
+
+    with torch.no_grad():
+        teacher.classifier.bias[0] += 1e-3  # the same config, one weight changed
+    with pytest.raises(ValueError, match="another teacher"):
+        load_or_cache_teacher_logits(path, teacher, data, disable_tqdm=True)
+    with torch.no_grad():
+        teacher.classifier.bias[0] -= 1e-3
+    with pytest.raises(ValueError, match="another teacher"):
+        load_or_cache_teacher_logits(path, tiny_bert(layers=2, hidden=16, seed=1, num_labels=3), data)
+    with pytest.raises(ValueError, match="other training data"):
+        load_or_cache_teacher_logits(path, teacher, data.select(range(9)), disable_tqdm=True)
+    with pytest.raises(ValueError, match="other training data"):
+        load_or_cache_teacher_logits(path, teacher, toy_dataset(n=10, seed=1), disable_tqdm=True)
+    with pytest.raises(ValueError, match="logits in the teacher's own dtype .this run: bf16"):
+        load_or_cache_teacher_logits(path, teacher, data, precision="bf16", disable_tqdm=True)
+    assert sorted(p.name for p in (tmp_path / "cache").iterdir()) == written  # nothing overwritten
+    load_or_cache_teacher_logits(path, teacher, data, disable_tqdm=True)  # the original pair still reads it
+
+    (tmp_path / "other").mkdir()
+    with pytest.raises(ValueError, match="holds no teacher-logits cache"):
+        load_or_cache_teacher_logits(str(tmp_path / "other"), teacher, data, disable_tqdm=True)
