@@ -205,6 +205,51 @@ def dataset_fingerprint(dataset: datasets.Dataset) -> str:
     return digest.hexdigest()
 
 
+class TeacherLogitsCollator:
+    """Wraps a data collator so that batches carry the cached ``teacher_logits`` beside the inputs.
+
+    The wrapped collator batches everything else; the logits become ``[B, C]``, or for per-token logits
+    ``[B, L, C]`` with zeros at the padded positions, ``L`` being the batch's sequence length (of its
+    ``input_ids``, ``attention_mask`` or ``labels``) and the padding on the side the collator's tokenizer pads.
+    Batches without the column pass through unchanged.
+    """
+
+    def __init__(self, data_collator, column: str = TEACHER_LOGITS):
+        self.data_collator = data_collator
+        self.column = column
+
+    def __call__(self, features: list[dict]) -> dict:
+        if not features or self.column not in features[0]:
+            return self.data_collator(features)
+        logits = [torch.as_tensor(f[self.column], dtype=torch.float32) for f in features]
+        batch = self.data_collator([{k: v for k, v in f.items() if k != self.column} for f in features])
+        shapes = {tuple(x.shape[1:]) if x.dim() > 1 else tuple(x.shape) for x in logits}
+        if len(shapes) > 1:
+            raise ValueError(f"the cached {self.column} of one batch have different shapes {sorted(shapes)}: they "
+                             "were not made by one teacher. Recompute the cache with cache_teacher_logits.")
+        if logits[0].dim() <= 1:
+            batch[self.column] = torch.stack(logits)
+            return batch
+        length = max(x.shape[0] for x in logits)
+        for key in ("input_ids", "attention_mask", "labels"):
+            value = batch.get(key)
+            if isinstance(value, torch.Tensor) and value.dim() > 1:
+                length = value.shape[1]
+                break
+        side = getattr(getattr(self.data_collator, "tokenizer", None), "padding_side", "right")
+        padded = logits[0].new_zeros((len(logits), length, *logits[0].shape[1:]))
+        for row, values in zip(padded, logits):
+            if values.shape[0] > length:
+                raise ValueError(f"cached {self.column} for {values.shape[0]} positions, but the batch has "
+                                 f"{length}: the cache was made from longer inputs. Recompute it from this data.")
+            if side == "right":
+                row[:values.shape[0]] = values
+            else:
+                row[length - values.shape[0]:] = values
+        batch[self.column] = padded
+        return batch
+
+
 def _precision_name(precision: str | None) -> str:
     return "the teacher's own dtype" if precision is None else precision
 

@@ -4,10 +4,15 @@ import datasets
 import numpy as np
 import pytest
 import torch
-from transformers import BertConfig, BertForTokenClassification, DataCollatorForTokenClassification
+from transformers import (
+    BertConfig,
+    BertForTokenClassification,
+    DataCollatorForTokenClassification,
+    DataCollatorWithPadding,
+)
 
 from hf_prokt import cache_teacher_logits
-from hf_prokt.teacher_cache import has_on_the_fly_transform, load_or_cache_teacher_logits
+from hf_prokt.teacher_cache import TeacherLogitsCollator, has_on_the_fly_transform, load_or_cache_teacher_logits
 from tests.conftest import VOCAB_SIZE, image_dataset, tiny_bert, tiny_vit, toy_dataset
 
 
@@ -199,3 +204,28 @@ def test_cache_from_another_teacher_data_or_precision_is_refused(tmp_path):
     (tmp_path / "other").mkdir()
     with pytest.raises(ValueError, match="holds no teacher-logits cache"):
         load_or_cache_teacher_logits(str(tmp_path / "other"), teacher, data, disable_tqdm=True)
+
+
+@pytest.mark.parametrize("padding_side", ["right", "left"])
+def test_collator_pads_per_token_logits_to_the_batch_length(local_tokenizer, padding_side):
+    local_tokenizer.padding_side = padding_side
+    collator = TeacherLogitsCollator(DataCollatorForTokenClassification(local_tokenizer))
+    features = [{"input_ids": [5, 6, 7], "labels": [0, 1, 2], "teacher_logits": [[1.0, 2.0]] * 3},
+                {"input_ids": [8], "labels": [1], "teacher_logits": [[3.0, 4.0]]}]
+    batch = collator(features)
+    assert batch["input_ids"].shape == (2, 3)
+    expected_short = [[0.0, 0.0], [0.0, 0.0], [3.0, 4.0]] if padding_side == "left" else [[3.0, 4.0], [0.0, 0.0],
+                                                                                            [0.0, 0.0]]
+    assert batch["teacher_logits"].tolist() == [[[1.0, 2.0]] * 3, expected_short]
+    assert batch["teacher_logits"].dtype == torch.float32
+    assert collator([{k: v for k, v in f.items() if k != "teacher_logits"} for f in features]).keys() == {
+        "input_ids", "attention_mask", "labels"}
+
+
+def test_collator_stacks_sequence_logits_and_refuses_mixed_shapes(local_tokenizer):
+    collator = TeacherLogitsCollator(DataCollatorWithPadding(local_tokenizer))
+    batch = collator([{"input_ids": [5, 6], "labels": 1, "teacher_logits": [0.5, -0.5]},
+                      {"input_ids": [7], "labels": 0, "teacher_logits": [1.5, 2.5]}])
+    assert batch["teacher_logits"].tolist() == [[0.5, -0.5], [1.5, 2.5]] and batch["input_ids"].shape == (2, 2)
+    with pytest.raises(ValueError, match="different shapes"):
+        collator([{"input_ids": [5], "teacher_logits": [0.5, -0.5]}, {"input_ids": [7], "teacher_logits": [1.5]}])
