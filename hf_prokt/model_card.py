@@ -61,12 +61,16 @@ def final_metrics(log_history: list[dict], prefix: str = "eval_") -> tuple[dict[
     return student, teacher
 
 
-def distillation_section(trainer, inference_speedup: float | None = None, dataset: str | None = None) -> str:
+def distillation_section(trainer, inference_speedup: float | None = None, dataset: str | None = None,
+                         compression=None) -> str:
     """Markdown: method and strategy, both models and their sizes, the hyper-parameters that matter and the
-    final metrics of both models."""
+    final metrics of both models. ``compression`` (a `hf_prokt.CompressionReport`) adds the measured sizes,
+    latencies and speed-ups; ``inference_speedup`` alone gives one speed-up figure."""
     args = trainer.args
     student, teacher = trainer.accelerator.unwrap_model(trainer.model), trainer.teacher_model
     student_params, teacher_params = parameter_count(student), parameter_count(teacher)
+    if teacher_params is None and compression is not None:
+        teacher_params = compression.teacher_parameters
     student_metrics, teacher_metrics = final_metrics(trainer.state.log_history)
     method = {
         "prokt": "ProKT (Shi et al., *Follow Your Path: a Progressive Method for Knowledge Distillation*, "
@@ -75,18 +79,28 @@ def distillation_section(trainer, inference_speedup: float | None = None, datase
         "kd": "knowledge distillation from a frozen teacher (Hinton et al., 2015)",
         "finetune": "plain fine-tuning on labels (no teacher)",
     }[args.strategy]
+    if getattr(trainer, "uses_cached_teacher_logits", False):
+        method += ", from its logits cached once over the training set"
     lines = ["## Distillation", "", f"This model was trained with hf_prokt (`strategy=\"{args.strategy}\"`): "
              f"{method}.", ""]
     rows = [("student", _name(student), student_params)]
     if teacher is not None:
         rows.append(("teacher", _name(teacher), teacher_params))
+    elif teacher_params is not None:
+        rows.append(("teacher", "(measured for compression)", teacher_params))
     lines += ["| model | from | parameters |", "| --- | --- | --- |"]
     lines += [f"| {role} | {name} | {count:,} |" for role, name, count in rows]
     lines.append("")
-    if teacher is not None and student_params:
+    if teacher_params is not None and student_params:
         lines.append(f"- Compression: {teacher_params / student_params:.2f}x fewer parameters than the teacher.")
-        lines.append(f"- Inference speed-up over the teacher: {inference_speedup:.2f}x (measured)."
-                     if inference_speedup else "- Inference speed-up over the teacher: not measured.")
+        if compression is not None:
+            lines.append(f"- Weights on disk (safetensors): {compression.student_size_bytes / 2**20:.1f} MiB, against "
+                         f"{compression.teacher_size_bytes / 2**20:.1f} MiB for the teacher "
+                         f"({compression.size_ratio:.2f}x smaller).")
+            lines += compression_table(compression)
+        else:
+            lines.append(f"- Inference speed-up over the teacher: {inference_speedup:.2f}x (measured)."
+                         if inference_speedup else "- Inference speed-up over the teacher: not measured.")
     if dataset:
         lines.append(f"- Data: {dataset}.")
     lines += ["", "### Distillation hyper-parameters", ""]
@@ -97,6 +111,18 @@ def distillation_section(trainer, inference_speedup: float | None = None, datase
             teacher_value = teacher_metrics.get(name)
             lines.append(f"| {name} | {value:.4f} | {'-' if teacher_value is None else f'{teacher_value:.4f}'} |")
     return "\n".join(lines) + "\n"
+
+
+def compression_table(compression) -> list[str]:
+    """Markdown lines: the measured latencies of both models and the speed-up, per batch size."""
+    length = f", sequence length {compression.sequence_length}" if compression.sequence_length else ""
+    lines = [f"- Inference speed-up over the teacher, measured on {compression.device} ({compression.torch_threads} "
+             f"threads{length}; median of {compression.repeats} forwards, the two models interleaved):", "",
+             "| batch size | teacher (ms) | student (ms) | speed-up |", "| --- | --- | --- | --- |"]
+    for size in compression.batch_sizes:
+        lines.append(f"| {size} | {compression.teacher_latency_ms[size]:.2f} | "
+                     f"{compression.student_latency_ms[size]:.2f} | {compression.speedup[size]:.2f}x |")
+    return lines + [""]
 
 
 def distillation_hyperparameters(args) -> dict:
@@ -131,7 +157,7 @@ def task_type(model: nn.Module) -> str | None:
 
 def add_distillation_to_card(card_text: str, trainer, dataset: str | list[str] | None = None,
                              tasks: str | list[str] | None = None, inference_speedup: float | None = None,
-                             finetuned_from: str | None = None) -> str:
+                             finetuned_from: str | None = None, compression=None) -> str:
     """Extend a `transformers` model card (text with YAML metadata) with the distillation section and metadata."""
     card = ModelCard(card_text)
     data = card.data
@@ -157,7 +183,7 @@ def add_distillation_to_card(card_text: str, trainer, dataset: str | list[str] |
     # Without a Hub id to link, the transformers card names an empty model: name the real source instead.
     body = card.text.replace("a fine-tuned version of [](https://huggingface.co/)",
                              f"a {trainer.args.strategy} student initialised from `{_name(student)}`")
-    section = distillation_section(trainer, inference_speedup, ", ".join(datasets_) or None)
+    section = distillation_section(trainer, inference_speedup, ", ".join(datasets_) or None, compression)
     anchor = "## Model description"
     body = body.replace(anchor, section + "\n" + anchor, 1) if anchor in body else body.rstrip() + "\n\n" + section
     return f"---\n{data.to_yaml()}\n---\n{body}"

@@ -205,6 +205,49 @@ def dataset_fingerprint(dataset: datasets.Dataset) -> str:
     return digest.hexdigest()
 
 
+def uses_cached_teacher_logits(args, train_dataset, teacher_model, column: str = TEACHER_LOGITS) -> bool:
+    """Whether a `ProKTTrainer` with these arguments trains from the ``teacher_logits`` column of
+    ``train_dataset``; raises, before any step, where cached logits would be the wrong target."""
+    columns = getattr(train_dataset, "column_names", None)
+    if not isinstance(columns, list) or column not in columns or args.strategy == "finetune":
+        return False
+    if args.strategy == "prokt":
+        raise ValueError(
+            f"the training set has cached {column!r}, but strategy='prokt' trains the teacher: its logits change "
+            f"at every step, so no cache can stand for it. Use strategy='kd' with the cache, or remove the column "
+            f"(train_dataset.remove_columns({column!r})) and pass teacher_model for ProKT."
+        )
+    if args.uses_intermediate_terms:
+        raise ValueError(
+            f"the intermediate terms (hidden/embedding/attention_distill_weight) need the teacher's hidden states at "
+            f"every step, and the cached {column!r} hold only its logits. Set those weights to 0 to train from the "
+            f"cache, or remove the column and pass teacher_model."
+        )
+    if has_on_the_fly_transform(train_dataset):
+        raise ValueError(
+            f"the training set has cached {column!r} and an on-the-fly transform (set_transform / with_transform): "
+            "the inputs of each epoch may differ from those the logits were computed on (e.g. random "
+            "augmentation). Apply a deterministic preprocessing with dataset.map(...) before caching, or remove "
+            "the column and pass teacher_model."
+        )
+    if teacher_model is not None:
+        logger.warning(f"The training set has cached {column!r}: the student learns from them and the teacher is not "
+                       "run during training (it is kept for evaluation).")
+    return True
+
+
+def check_cached_logits_shape(student_logits: torch.Tensor, cached_logits: torch.Tensor,
+                              column: str = TEACHER_LOGITS) -> None:
+    """Refuse a cache whose batched logits (``[B, C]`` or ``[B, L, C]``) do not match the student's."""
+    if student_logits.shape != cached_logits.shape:
+        raise ValueError(
+            f"on the same training batch the student returns logits of shape {list(student_logits.shape)} and the "
+            f"cached {column!r} have shape {list(cached_logits.shape)}: the cache was made by a teacher with "
+            "other outputs (another number of labels, or per-token against per-sequence). Recompute it with "
+            "cache_teacher_logits from a teacher with the student's labels."
+        )
+
+
 class TeacherLogitsCollator:
     """Wraps a data collator so that batches carry the cached ``teacher_logits`` beside the inputs.
 
