@@ -189,7 +189,8 @@ def add_distillation_to_card(card_text: str, trainer, dataset: str | list[str] |
     return f"---\n{data.to_yaml()}\n---\n{body}"
 
 
-def write_model_card(trainer, folder: str, inference_speedup: float | None = None, **card_kwargs) -> None:
+def write_model_card(trainer, folder: str, inference_speedup: float | None = None, compression=None,
+                     **card_kwargs) -> None:
     """Write ``folder/README.md``: the `transformers` card of ``trainer``'s student (built from its
     ``card_kwargs``: ``language``, ``tags``, ``dataset``, ``tasks``, ``finetuned_from``...) with how it was
     distilled. Only the main process writes."""
@@ -199,7 +200,7 @@ def write_model_card(trainer, folder: str, inference_speedup: float | None = Non
     card = TrainingSummary.from_trainer(trainer, **card_kwargs).to_model_card()
     card = add_distillation_to_card(card, trainer, dataset=card_kwargs.get("dataset"),
                                     tasks=card_kwargs.get("tasks"), inference_speedup=inference_speedup,
-                                    finetuned_from=card_kwargs.get("finetuned_from"))
+                                    finetuned_from=card_kwargs.get("finetuned_from"), compression=compression)
     os.makedirs(folder, exist_ok=True)
     with open(os.path.join(folder, "README.md"), "w", encoding="utf-8") as f:
         f.write(card)

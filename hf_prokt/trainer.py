@@ -33,6 +33,7 @@ from transformers import Trainer, get_scheduler
 from . import teacher_state
 from .alignment import IntermediateDistiller
 from .arguments import ProKTTrainingArguments
+from .cached_logits import TeacherLogitsCollator, check_cached_logits_shape, uses_cached_teacher_logits
 from .compatibility import (
     NEEDS_LABELS,
     check_distillation_pair,
@@ -44,7 +45,8 @@ from .compatibility import (
 from .heads import zero_classification_layer
 from .losses import dual_ascent, student_loss, teacher_dual_loss, teacher_penalty_loss
 from .model_card import write_model_card
-from .pair_probe import probe_pair
+from .pair_probe import on_device_of, probe_pair
+from .teacher_cache import TEACHER_LOGITS
 from .teacher_evaluation import TeacherEvaluationMixin
 
 logger = logging.getLogger(__name__)
@@ -83,6 +85,9 @@ class ProKTTrainer(TeacherEvaluationMixin, Trainer):
         teacher_optimizer, teacher_lr_scheduler: the teacher's own, for ``"prokt"`` (created by `train()`).
         dual_beta: the Lagrange multiplier of ``prokt_constraint="dual"``.
         intermediate_distiller: the learned projections of the intermediate terms, or None.
+        uses_cached_teacher_logits: whether ``"kd"`` learns from the training set's ``teacher_logits`` column
+            (`hf_prokt.cache_teacher_logits`) instead of running the teacher.
+        compression_report: a `hf_prokt.CompressionReport` that the model card reports, or None.
     """
 
     def __init__(self, model: nn.Module | None = None, teacher_model: nn.Module | None = None,
@@ -95,16 +100,26 @@ class ProKTTrainer(TeacherEvaluationMixin, Trainer):
                 "hf_prokt.ProKTTrainingArguments(...) (it accepts every TrainingArguments field)."
             )
         check_trainer_setup(args, kwargs)
+        cached = uses_cached_teacher_logits(args, kwargs.get("train_dataset"), teacher_model)
+        if cached and teacher_model is None and args.evaluate_teacher:
+            raise ValueError("evaluate_teacher=True needs the teacher model: the cached teacher_logits serve "
+                             "training only. Pass teacher_model=<the teacher> too, or set evaluate_teacher=False.")
+        # From cached logits the student needs no teacher: only the student is checked then.
+        pair_strategy = "finetune" if cached and teacher_model is None else args.strategy
         if model is not None or kwargs.get("model_init") is None:
-            check_distillation_pair(model, teacher_model, args.strategy)
+            check_distillation_pair(model, teacher_model, pair_strategy)
         check_has_labels(args, kwargs.get("train_dataset"))
         if args.strategy == "finetune" and teacher_model is not None:
             logger.warning("strategy='finetune' ignores teacher_model.")
             teacher_model = None
 
         super().__init__(model=model, args=args, **kwargs)
+        self.uses_cached_teacher_logits = cached
+        self.compression_report = None
+        if cached:
+            self.data_collator = TeacherLogitsCollator(self.data_collator)
         if model is None:  # built by model_init: check the pair it gives
-            check_distillation_pair(self.model, teacher_model, args.strategy)
+            check_distillation_pair(self.model, teacher_model, pair_strategy)
         if teacher_model is not None:
             check_teacher_sharding(args, deepspeed=self.is_deepspeed_enabled, fsdp=self.is_fsdp_enabled,
                                    fsdp2=getattr(self.accelerator, "is_fsdp2", False))
@@ -129,6 +144,8 @@ class ProKTTrainer(TeacherEvaluationMixin, Trainer):
             self.loss_is_scaled_for_ga = False
 
         self.intermediate_distiller = None
+        if cached:
+            self._probe_cached_logits()
         if teacher_model is not None and self.train_dataset is not None:
             example_outputs = self._probe_pair()
             if args.uses_intermediate_terms:
@@ -183,6 +200,27 @@ class ProKTTrainer(TeacherEvaluationMixin, Trainer):
             run_teacher=lambda batch, flags: self._call_teacher(self.teacher_model, batch, flags),
             output_flags=self._intermediate_output_flags(), autocast=self.accelerator.autocast,
         )
+
+    @torch.no_grad()
+    def _probe_cached_logits(self) -> None:
+        """The student on two training examples against their cached logits: a cache from a teacher with
+        other outputs fails here, before any step."""
+        batch = self._example_batch()
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            with self.accelerator.autocast():
+                logits = self.model(**self._model_inputs(on_device_of(self.model, batch))).logits
+        finally:
+            self.model.train(was_training)
+        check_cached_logits_shape(logits, batch[TEACHER_LOGITS])
+
+    def _set_signature_columns_if_needed(self) -> None:
+        """The columns `remove_unused_columns` keeps: the student's inputs and labels, and the cached
+        teacher logits (which the student never receives)."""
+        super()._set_signature_columns_if_needed()
+        if getattr(self, "uses_cached_teacher_logits", False) and TEACHER_LOGITS not in self._signature_columns:
+            self._signature_columns.append(TEACHER_LOGITS)
 
     def _build_intermediate_distiller(self, student_outputs, teacher_outputs) -> IntermediateDistiller:
         """Size the learned projections from one pair of example outputs."""
@@ -321,6 +359,8 @@ class ProKTTrainer(TeacherEvaluationMixin, Trainer):
 
     def _distillation_target(self, model, inputs: dict, student_outputs) -> _Target:
         """The teacher outputs the student learns from on this micro-batch (steps 1-3 for ProKT)."""
+        if self.uses_cached_teacher_logits:
+            return _Target(inputs[TEACHER_LOGITS])
         if self.args.strategy == "kd":
             return self._teacher_prediction(inputs)
         if self._in_window:
@@ -441,7 +481,7 @@ class ProKTTrainer(TeacherEvaluationMixin, Trainer):
 
     def _call_teacher(self, teacher, inputs: dict, flags: dict):
         names = self._teacher_input_names
-        model_inputs = {k: v for k, v in inputs.items() if k != "labels" and (names is None or k in names)}
+        model_inputs = {k: v for k, v in self._model_inputs(inputs).items() if names is None or k in names}
         if self.args.teacher_dtype is not None:  # e.g. float32 pixel_values into a bfloat16 teacher
             dtype = getattr(torch, self.args.teacher_dtype)
             model_inputs = {k: v.to(dtype) if isinstance(v, torch.Tensor) and v.is_floating_point() else v
@@ -453,7 +493,13 @@ class ProKTTrainer(TeacherEvaluationMixin, Trainer):
 
     @staticmethod
     def _model_inputs(inputs: dict) -> dict:
-        return {k: v for k, v in inputs.items() if k != "labels"}
+        """What a model's forward receives: the batch without labels and cached teacher logits."""
+        return {k: v for k, v in inputs.items() if k not in ("labels", TEACHER_LOGITS)}
+
+    def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
+        """The `Trainer`'s, on the batch without cached teacher logits (an evaluation set may carry them)."""
+        inputs = {k: v for k, v in inputs.items() if k != TEACHER_LOGITS}
+        return super().prediction_step(model, inputs, prediction_loss_only, ignore_keys)
 
     def _intermediate_output_flags(self) -> dict:
         """Ask the models for hidden states / attentions only when a term needs them."""
@@ -502,16 +548,20 @@ class ProKTTrainer(TeacherEvaluationMixin, Trainer):
         """Write the student alone (weights, config, processor) and, when called by the user, its model card."""
         super().save_model(output_dir, _internal_call)
         if not _internal_call:
-            write_model_card(self, output_dir or self.args.output_dir)
+            write_model_card(self, output_dir or self.args.output_dir, compression=self.compression_report)
 
     def create_model_card(self, language=None, license=None, tags=None, model_name=None, finetuned_from=None,
                           tasks=None, dataset_tags=None, dataset=None, dataset_args=None,
-                          inference_speedup: float | None = None) -> None:
+                          inference_speedup: float | None = None, compression=None) -> None:
         """The `transformers` card of the student, extended with how it was distilled (see `hf_prokt.model_card`).
 
-        `inference_speedup` (student over teacher, measured by you) goes into the card when given.
+        `compression` (a `hf_prokt.CompressionReport`, default `self.compression_report`) puts the measured
+        sizes, latencies and speed-ups in the card; `inference_speedup` alone (teacher latency over the
+        student's, measured by you) gives one speed-up figure.
         """
-        write_model_card(self, self.args.output_dir, inference_speedup=inference_speedup, language=language,
+        write_model_card(self, self.args.output_dir, inference_speedup=inference_speedup,
+                         compression=compression if compression is not None else self.compression_report,
+                         language=language,
                          license=license, tags=tags, model_name=model_name, finetuned_from=finetuned_from,
                          tasks=tasks, dataset_tags=dataset_tags, dataset=dataset, dataset_args=dataset_args)
 
