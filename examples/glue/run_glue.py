@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 
 import datasets
 import numpy as np
+import torch
 import transformers
 from transformers import (
     AutoConfig,
@@ -36,7 +37,13 @@ from transformers import (
     set_seed,
 )
 
-from hf_prokt import ProKTTrainer, ProKTTrainingArguments, student_from_teacher
+from hf_prokt import (
+    ProKTTrainer,
+    ProKTTrainingArguments,
+    load_or_cache_teacher_logits,
+    measure_compression,
+    student_from_teacher,
+)
 from hf_prokt.arguments import parse_config_and_flags
 from hf_prokt.metrics import GLUE_TASKS, classification_metrics, compute_glue_metrics, regression_metrics
 
@@ -78,6 +85,18 @@ class ModelArguments:
         metadata={"help": "Re-initialise a classification head whose size differs from the task's labels (a "
                           "checkpoint fine-tuned on another task)."},
     )
+    measure_compression: bool = field(
+        default=False,
+        metadata={"help": "After training, measure the student against the teacher (parameters, safetensors size, "
+                          "inference latency on the training device): into all_results.json and the model card."},
+    )
+    compression_batch_sizes: list[int] = field(
+        default_factory=lambda: [1, 32],
+        metadata={"help": "Batch sizes timed by --measure_compression (the first is the headline speedup)."},
+    )
+    compression_repeats: int = field(
+        default=20, metadata={"help": "Timed forwards per model and batch size (median reported)."}
+    )
 
 
 @dataclass
@@ -107,6 +126,13 @@ class DataTrainingArguments:
         default=False,
         metadata={"help": "Save training_curves.png in output_dir: student and teacher metric over steps and the "
                           "KL between them (needs matplotlib; evaluate during training for more than one point)."},
+    )
+    cache_teacher_logits: str | None = field(
+        default=None,
+        metadata={"help": "strategy kd: a folder for the teacher's logits on the training set. The first run "
+                          "computes them (one teacher pass) and saves them there; later runs with the same teacher, "
+                          "training data and preprocessing reuse them and train without running the teacher. A "
+                          "cache made from another teacher or other data is refused."},
     )
 
     def __post_init__(self):
@@ -217,8 +243,7 @@ def load_model(name_or_path, model_args, num_labels, id2label, label2id, attn_im
 
 def build_models(model_args, training_args, num_labels, label_names):
     """`(teacher or None, student)`, sharing one label set."""
-    id2label = {i: name for i, name in enumerate(label_names)} if label_names else None
-    label2id = {name: i for i, name in enumerate(label_names)} if label_names else None
+    id2label, label2id = label_maps(label_names)
     attn = "eager" if training_args.attention_distill_weight > 0 else None
     needs_teacher = training_args.strategy != "finetune"
     init_from = model_args.student_init_from
@@ -255,6 +280,7 @@ def parse_arguments(argv: list[str]):
 
 def main(argv: list[str] | None = None) -> dict:
     model_args, data_args, training_args = parse_arguments(sys.argv[1:] if argv is None else argv)
+    check_compression_arguments(model_args, data_args, training_args)
 
     logging.basicConfig(format="%(asctime)s - %(levelname)s - %(name)s - %(message)s", level=logging.INFO
                         if training_args.should_log else logging.WARNING)
@@ -274,6 +300,9 @@ def main(argv: list[str] | None = None) -> dict:
     num_labels = 1 if is_regression else len(label_names)
 
     teacher, student = build_models(model_args, training_args, num_labels, label_names)
+    if model_args.measure_compression and teacher is None:  # fine-tuning a student built from the teacher
+        teacher = load_model(model_args.teacher_model_name_or_path, model_args, num_labels,
+                             *label_maps(label_names))
     tokenizer_source = (model_args.tokenizer_name or model_args.teacher_model_name_or_path
                         or model_args.student_init_from or model_args.model_name_or_path)
     tokenizer = AutoTokenizer.from_pretrained(tokenizer_source, cache_dir=model_args.cache_dir, token=model_args.token)
@@ -320,17 +349,26 @@ def main(argv: list[str] | None = None) -> dict:
     else:
         compute_metrics = _custom_metrics(is_regression, num_labels)
 
+    data_collator = DataCollatorWithPadding(tokenizer, pad_to_multiple_of=8 if training_args.fp16 or
+                                            training_args.bf16 else None)
+    training_teacher = teacher if training_args.strategy != "finetune" else None
+    if data_args.cache_teacher_logits and train_dataset is not None:
+        train_dataset = with_cached_teacher_logits(data_args.cache_teacher_logits, teacher, train_dataset,
+                                                   data_collator, training_args)
+        if not training_args.should_evaluate_teacher:
+            training_teacher = None  # the column replaces it in training; only evaluating it would need it
     trainer = ProKTTrainer(
-        model=student, teacher_model=teacher, args=training_args, train_dataset=train_dataset,
+        model=student, teacher_model=training_teacher, args=training_args, train_dataset=train_dataset,
         eval_dataset=eval_splits.get("validation"), processing_class=tokenizer, compute_metrics=compute_metrics,
-        data_collator=DataCollatorWithPadding(tokenizer, pad_to_multiple_of=8 if training_args.fp16 or
-                                              training_args.bf16 else None),
+        data_collator=data_collator,
     )
 
     results = {}
     if training_args.do_train:
         train_result = trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
         metrics = {**train_result.metrics, "train_samples": len(train_dataset)}
+        if model_args.measure_compression:  # before save_model, so that the card carries the figures
+            results.update(measure(trainer, teacher, train_dataset, data_collator, model_args))
         trainer.save_model()
         trainer.log_metrics("train", metrics)
         trainer.save_metrics("train", metrics)
@@ -343,6 +381,9 @@ def main(argv: list[str] | None = None) -> dict:
         trainer.log_metrics("eval", metrics)
         trainer.save_metrics("eval", metrics, combined=True)
         results.update(metrics)
+    if model_args.measure_compression and not training_args.do_train:
+        results.update(measure(trainer, teacher, eval_splits.get("validation") or processed["train"],
+                               data_collator, model_args))
     if data_args.plot and trainer.is_world_process_zero():
         from hf_prokt.plot import plot_training
 
@@ -356,6 +397,59 @@ def main(argv: list[str] | None = None) -> dict:
         trainer.push_to_hub(finetuned_from=model_args.model_name_or_path or model_args.teacher_model_name_or_path,
                             tasks="text-classification", dataset=data_args.task_name or "custom")
     return results
+
+
+def check_compression_arguments(model_args, data_args, training_args) -> None:
+    """Refuse, before any data or model is loaded, flags that cannot work together."""
+    if data_args.cache_teacher_logits and training_args.strategy != "kd":
+        raise ValueError(
+            f"--cache_teacher_logits serves --strategy kd (a frozen teacher), not {training_args.strategy!r}: "
+            + ("ProKT trains its teacher, so its logits change at every step." if training_args.strategy == "prokt"
+               else "fine-tuning has no teacher.") + " Remove --cache_teacher_logits, or use --strategy kd."
+        )
+    if data_args.cache_teacher_logits and training_args.uses_intermediate_terms:
+        raise ValueError("--cache_teacher_logits keeps the teacher's logits only, but the *_distill_weight terms "
+                         "need its hidden states at every step. Set them to 0, or train without the cache.")
+    if model_args.measure_compression and not model_args.teacher_model_name_or_path:
+        raise ValueError("--measure_compression compares the student with its teacher: give "
+                         "--teacher_model_name_or_path.")
+
+
+def label_maps(label_names):
+    """``(id2label, label2id)`` for named labels, ``(None, None)`` for regression."""
+    if not label_names:
+        return None, None
+    return dict(enumerate(label_names)), {name: i for i, name in enumerate(label_names)}
+
+
+def with_cached_teacher_logits(path, teacher, train_dataset, data_collator, training_args):
+    """The training set with the teacher's logits: read from ``path`` when a cache of the same teacher and data
+    is there, else computed once (in the precision of training) and saved there."""
+    if training_args.teacher_dtype is not None:  # the dtype the trainer would run the teacher in
+        teacher.to(getattr(torch, training_args.teacher_dtype))
+    precision = "bf16" if training_args.bf16 else "fp16" if training_args.fp16 else None
+    with training_args.main_process_first(desc="teacher logits cache"):
+        return load_or_cache_teacher_logits(
+            path, teacher, train_dataset, batch_size=training_args.per_device_eval_batch_size,
+            data_collator=data_collator, precision=precision, disable_tqdm=training_args.disable_tqdm,
+        )
+
+
+def measure(trainer, teacher, dataset, data_collator, model_args) -> dict:
+    """`hf_prokt.measure_compression` on a batch of the data, on the training device; the figures go into
+    ``compression_results.json``, ``all_results.json`` and the model card."""
+    inputs = [name for name in ("input_ids", "attention_mask", "token_type_ids") if name in dataset.column_names]
+    rows = dataset.select_columns(inputs).select(range(min(len(dataset), max(model_args.compression_batch_sizes))))
+    report = measure_compression(teacher, trainer.accelerator.unwrap_model(trainer.model),
+                                 data_collator([rows[i] for i in range(len(rows))]),
+                                 batch_sizes=tuple(model_args.compression_batch_sizes),
+                                 repeats=model_args.compression_repeats, device=trainer.args.device)
+    logger.info(f"Student against teacher: {report.parameter_ratio:.2f}x fewer parameters, "
+                f"{report.speedup[report.batch_sizes[0]]:.2f}x faster at batch {report.batch_sizes[0]}.")
+    trainer.compression_report = report
+    metrics = report.to_dict()
+    trainer.save_metrics("compression", metrics, combined=True)
+    return metrics
 
 
 def _custom_metrics(is_regression: bool, num_labels: int):

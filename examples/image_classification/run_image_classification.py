@@ -41,7 +41,7 @@ from transformers import (
     set_seed,
 )
 
-from hf_prokt import ProKTTrainer, ProKTTrainingArguments
+from hf_prokt import ProKTTrainer, ProKTTrainingArguments, load_or_cache_teacher_logits, measure_compression
 from hf_prokt.arguments import parse_config_and_flags
 from hf_prokt.metrics import compute_image_classification_metrics
 from hf_prokt.vision import (
@@ -94,6 +94,18 @@ class ModelArguments:
         metadata={"help": "Give pretrained models a new classification head for the dataset's labels (e.g. an "
                   "ImageNet checkpoint on CIFAR-100)."},
     )
+    measure_compression: bool = field(
+        default=False,
+        metadata={"help": "After training, measure the student against the teacher (parameters, safetensors size, "
+                  "inference latency on the training device): into all_results.json and the model card."},
+    )
+    compression_batch_sizes: list[int] = field(
+        default_factory=lambda: [1, 32],
+        metadata={"help": "Batch sizes timed by --measure_compression (the first is the headline speedup)."},
+    )
+    compression_repeats: int = field(
+        default=20, metadata={"help": "Timed forwards per model and batch size (median reported)."}
+    )
 
 
 @dataclass
@@ -121,12 +133,25 @@ class DataTrainingArguments:
         metadata={"help": "Save the training curves (student and teacher accuracy, losses, KL) as "
                   "training_curves.png in output_dir (needs matplotlib)."},
     )
+    cache_teacher_logits: str | None = field(
+        default=None,
+        metadata={"help": "strategy kd, --augmentation none: a folder for the teacher's logits on the training "
+                  "images. The first run preprocesses the images once (stored as pixel values: mind the disk for "
+                  "large images), computes the logits and saves both there; later runs with the same teacher and "
+                  "data reuse them. A cache made from another teacher or other data is refused."},
+    )
 
     def __post_init__(self):
         if self.augmentation not in AUGMENTATIONS:
             raise ValueError(f"--augmentation {self.augmentation!r} is unknown; use one of {', '.join(AUGMENTATIONS)}.")
         if self.dataset_name and (self.train_dir or self.validation_dir):
             raise ValueError("give either --dataset_name or --train_dir/--validation_dir, not both.")
+        if self.cache_teacher_logits and self.augmentation != "none":
+            raise ValueError(
+                f"--cache_teacher_logits with --augmentation {self.augmentation}: the augmented images differ at "
+                "every epoch, so logits cached for one version would be the teacher's answer to another image. "
+                "Use --augmentation none with the cache, or train without it."
+            )
 
     @property
     def uses_digits(self) -> bool:
@@ -271,6 +296,11 @@ def load_image_processor(model_args: ModelArguments, image_size: int, needs_teac
 
 def main(argv: list[str] | None = None) -> dict:
     model_args, data_args, training_args = parse_arguments(sys.argv[1:] if argv is None else argv)
+    if data_args.cache_teacher_logits and training_args.strategy != "kd":
+        raise ValueError(f"--cache_teacher_logits serves --strategy kd (a frozen teacher), not "
+                         f"{training_args.strategy!r}. Remove it, or use --strategy kd.")
+    if model_args.measure_compression and training_args.strategy == "finetune":
+        raise ValueError("--measure_compression compares the student with its teacher: use --strategy kd or prokt.")
     # The images are transformed on the fly: the Trainer must not drop the image column first.
     training_args.remove_unused_columns = False
 
@@ -298,16 +328,31 @@ def main(argv: list[str] | None = None) -> dict:
 
     image_column, label_column = data_args.image_column_name, data_args.label_column_name
     train_dataset = eval_dataset = None
+    training_teacher = teacher
     if training_args.do_train:
         train_dataset = select("train", data_args.max_train_samples)
-        train_dataset.set_transform(pixel_transform(image_processor, image_column, label_column,
-                                                    data_args.augmentation))
+        transform = pixel_transform(image_processor, image_column, label_column, data_args.augmentation)
+        if data_args.cache_teacher_logits:
+            # Cached logits need fixed inputs: the deterministic preprocessing is applied once and stored.
+            with training_args.main_process_first(desc="preprocessing images and caching teacher logits"):
+                train_dataset = train_dataset.map(transform, batched=True, remove_columns=train_dataset.column_names,
+                                                  desc="Preprocessing images").with_format("torch")
+                train_dataset = load_or_cache_teacher_logits(
+                    data_args.cache_teacher_logits, teacher, train_dataset,
+                    batch_size=training_args.per_device_eval_batch_size, data_collator=collate_images,
+                    precision="bf16" if training_args.bf16 else "fp16" if training_args.fp16 else None,
+                    disable_tqdm=training_args.disable_tqdm,
+                ).with_format("torch")
+            if not training_args.should_evaluate_teacher:
+                training_teacher = None
+        else:
+            train_dataset.set_transform(transform)
     if training_args.do_eval:
         eval_dataset = select("validation", data_args.max_eval_samples)
         eval_dataset.set_transform(pixel_transform(image_processor, image_column, label_column))
 
     trainer = ProKTTrainer(
-        model=student, teacher_model=teacher, args=training_args, train_dataset=train_dataset,
+        model=student, teacher_model=training_teacher, args=training_args, train_dataset=train_dataset,
         eval_dataset=eval_dataset, processing_class=image_processor, data_collator=collate_images,
         compute_metrics=compute_image_classification_metrics(len(names)),
     )
@@ -316,11 +361,15 @@ def main(argv: list[str] | None = None) -> dict:
     if training_args.do_train:
         train_result = trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
         metrics = {**train_result.metrics, "train_samples": len(train_dataset)}
+        if model_args.measure_compression:  # before save_model, so that the card carries the figures
+            results.update(measure(trainer, teacher, train_dataset, model_args))
         trainer.save_model()
         trainer.log_metrics("train", metrics)
         trainer.save_metrics("train", metrics)
         trainer.save_state()
         results.update(metrics)
+    if model_args.measure_compression and not training_args.do_train:
+        results.update(measure(trainer, teacher, eval_dataset, model_args))
     if training_args.do_eval:
         metrics = {**trainer.evaluate(), "eval_samples": len(eval_dataset)}
         trainer.log_metrics("eval", metrics)
@@ -336,6 +385,20 @@ def main(argv: list[str] | None = None) -> dict:
         trainer.push_to_hub(finetuned_from=model_args.model_name_or_path or model_args.teacher_model_name_or_path,
                             tasks="image-classification", dataset=dataset_label)
     return results
+
+
+def measure(trainer, teacher, dataset, model_args) -> dict:
+    """`hf_prokt.measure_compression` on a batch of images, on the training device; into
+    ``compression_results.json``, ``all_results.json`` and the model card."""
+    rows = [dataset[i] for i in range(min(len(dataset), max(model_args.compression_batch_sizes)))]
+    report = measure_compression(teacher, trainer.accelerator.unwrap_model(trainer.model),
+                                 {"pixel_values": collate_images(rows)["pixel_values"]},
+                                 batch_sizes=tuple(model_args.compression_batch_sizes),
+                                 repeats=model_args.compression_repeats, device=trainer.args.device)
+    trainer.compression_report = report
+    metrics = report.to_dict()
+    trainer.save_metrics("compression", metrics, combined=True)
+    return metrics
 
 
 if __name__ == "__main__":
