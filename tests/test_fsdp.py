@@ -15,11 +15,14 @@ import torch
 from hf_prokt.compatibility import check_trainer_setup
 from tests.test_distributed import free_port
 
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 WORKER = os.path.join(os.path.dirname(__file__), "fsdp_worker.py")
 
 
 def launch(tmp_path, name, processes, per_device_batch, mode, strategy, extra=""):
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": "",
+           # the processes import hf_prokt from this checkout, not from wherever it is installed
+           "PYTHONPATH": os.pathsep.join(filter(None, [REPO_ROOT, os.environ.get("PYTHONPATH")]))}
     out = tmp_path / name
     command = [WORKER, str(out), str(per_device_batch), mode, strategy, extra]
     if processes > 1:
