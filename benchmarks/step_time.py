@@ -271,7 +271,7 @@ class Variants:
 
     def __init__(self, teacher, student, batches: list[dict], options, device: torch.device, scratch: str):
         self.teacher, self.student, self.options, self.device, self.scratch = teacher, student, options, device, scratch
-        self.clock = timing.Clock(device)
+        self.clock = timing.Clock(device, options.clock)
         self.device_batches = [{k: v.to(device) for k, v in b.items()} for b in batches]
         self.dataset = ExampleDataset(batches)
 

@@ -14,6 +14,10 @@ How a measurement goes (`interleave`), for one setting (e.g. one sequence length
 * A block during which other processes used more than ``--max_foreign_cpu`` of the CPUs (from
   ``/proc/stat``) is measured again, up to ``--max_attempts`` times, after ``--retry_pause`` seconds.
 
+What a step's time is (``--clock``): wall-clock seconds (waiting for CUDA), or on CPU the seconds of CPU
+time this process spent (user + system), which other processes on a shared machine disturb far less than
+the wall clock (they still share caches and memory bandwidth).
+
 What is reported per variant: the median seconds per step over all timed steps of all rounds, with the
 interquartile range; the peak memory of a block above its start (`MemoryMeter`); minor page faults per
 timed step. Per ratio ``a/b``: the ratio of the two medians over all steps, and its spread over the
@@ -69,15 +73,20 @@ Variant = Callable[[int, int], Callable[[], Block]]
 
 
 class Clock:
-    """``perf_counter`` that first waits for the device (CUDA kernels are asynchronous)."""
+    """``perf_counter`` that first waits for the device (CUDA kernels are asynchronous); or (``kind="cpu"``)
+    the CPU time of this process (user + system, all its threads: `time.process_time`)."""
 
-    def __init__(self, device: torch.device):
-        self.cuda = device.type == "cuda"
+    def __init__(self, device: torch.device, kind: str = "wall"):
+        if kind not in ("wall", "cpu"):
+            raise ValueError(f"clock kind {kind!r}: use 'wall' or 'cpu'")
+        if kind == "cpu" and device.type != "cpu":
+            raise ValueError("the CPU-time clock cannot time a GPU's work: use the wall clock on CUDA")
+        self.cuda, self.read = device.type == "cuda", time.perf_counter if kind == "wall" else time.process_time
 
     def __call__(self) -> float:
         if self.cuda:
             torch.cuda.synchronize()
-        return time.perf_counter()
+        return self.read()
 
 
 def minor_faults() -> int | None:
@@ -401,12 +410,12 @@ def format_table(results: dict, title: Callable[[str], str], reference: str) -> 
             cells = ("", "", "", "") if s is None else (
                 f"{s['median']:.3f}", f"{s['min']:.3f}", f"{s['max']:.3f}", "" if s["sd"] is None else f"{s['sd']:.3f}")
             lines.append(f"{name:<22}{value:>10.3f}{cells[0]:>16}{cells[1]:>8}{cells[2]:>8}{cells[3]:>8}")
-    lines.append("s/step: median over all timed steps (IQR: q3 - q1); mem: peak memory of a block above its start "
-                 "(see memory_meaning in the JSON); loop s: median interval between step starts (adds batch fetch/"
-                 "collation); faults/step: minor page faults per timed step (median over blocks); other CPU: the "
-                 "most of the CPUs other processes used during a kept block. Ratios: of the medians over all "
-                 "steps; rounds: the same ratio within each round (one block of each variant), its median, "
-                 "min, max and sample sd over the rounds.")
+    lines.append("s/step: median over all timed steps (IQR: q3 - q1), wall-clock or CPU seconds (--clock); mem: "
+                 "peak memory of a block above its start (see memory_meaning in the JSON); loop s: median interval "
+                 "between step starts (adds batch fetch/collation); faults/step: minor page faults per timed step "
+                 "(median over blocks); other CPU: the most of the CPUs other processes used during a kept block. "
+                 "Ratios: of the medians over all steps; rounds: the same ratio within each round (one block of "
+                 "each variant), its median, min, max and sample sd over the rounds.")
     return "\n".join(lines)
 
 
@@ -436,6 +445,11 @@ def add_arguments(parser: argparse.ArgumentParser, default_output: str) -> None:
     parser.add_argument("--retry_pause", type=float, default=5.0, help="Seconds to wait before measuring again.")
     parser.add_argument("--threads", type=int, default=None,
                         help="torch CPU threads for the run (default: torch's own choice); restored afterwards.")
+    parser.add_argument("--clock", choices=["wall", "cpu"], default="wall",
+                        help="What a step's time is: wall-clock seconds (default), or the CPU seconds of this "
+                        "process (user + system), which other processes on a shared machine disturb far less; "
+                        "use it with --threads 1 (idle threads spinning between parallel regions count too). "
+                        "CPU only.")
 
 
 def fill_defaults(parser: argparse.ArgumentParser, options: argparse.Namespace, tiny: bool) -> None:
@@ -445,13 +459,15 @@ def fill_defaults(parser: argparse.ArgumentParser, options: argparse.Namespace, 
             setattr(options, name, values[1] if tiny else values[0])
     if options.repeats < 1 or options.warmup < 0 or options.max_attempts < 1:
         parser.error("--repeats and --max_attempts must be positive, --warmup non-negative")
+    if options.clock == "cpu" and options.device != "cpu":
+        parser.error("--clock cpu times this process's CPU work: it needs --device cpu")
 
 
 def settings(options: argparse.Namespace) -> dict:
     """The harness's options as recorded in the JSON."""
     return {"repeats": options.repeats, "rounds": options.rounds, "warmup_per_block": options.warmup,
             "max_foreign_cpu": options.max_foreign_cpu, "max_attempts": options.max_attempts,
-            "threads": torch.get_num_threads()}
+            "threads": torch.get_num_threads(), "clock": options.clock}
 
 
 def logger(name: str) -> Callable[[str], None]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import itertools
+import time
 
 import pytest
 import torch
@@ -93,3 +94,12 @@ def test_summary_ratios_and_their_spread_over_rounds():
     assert spread["max"] == pytest.approx(2.0) and spread["sd"] == pytest.approx((61 / 300) ** 0.5)
     table = timing.format_table({"16": result}, lambda key: f"setting {key}", reference="b")
     assert "a/b" in table and "1.500" in table and "1.100" in table and "2.000" in table
+
+
+def test_cpu_clock_ignores_time_spent_waiting():
+    wall, cpu = timing.Clock(torch.device("cpu")), timing.Clock(torch.device("cpu"), "cpu")
+    wall_before, cpu_before = wall(), cpu()
+    time.sleep(0.3)  # no CPU work: the wall clock moves, this process's CPU time hardly does
+    assert wall() - wall_before >= 0.3 and cpu() - cpu_before < 0.1
+    with pytest.raises(ValueError, match="wall clock on CUDA"):
+        timing.Clock(torch.device("cuda"), "cpu")
