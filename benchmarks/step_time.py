@@ -6,19 +6,25 @@ spread of every ratio over the rounds) is `benchmarks.timing`, whose docstring s
 
 Variants (teacher MiniLM-L6-H384, student its 2-layer copy; ``--tiny``: tiny BERT configs):
 
-* ``floor``: the passes a faithful ProKT step cannot avoid, each timed on its own and summed per step:
-  teacher forward+backward (train mode), teacher optimizer step (clip + AdamW step + scheduler step +
-  zero_grad), teacher forward without graph (eval mode, ``torch.no_grad``), student forward+backward,
-  student optimizer step (same). Run one after the other, so no two parts' memory is alive at once.
-* ``naive``: a ProKT step written plainly, in the authors' order: a separate no-grad student forward
-  for the teacher's target, the teacher step, the teacher's no-graph forward, the student step.
-* ``manual_prokt`` (a diagnostic): `ProKTTrainer`'s passes in its order, written plainly without the
-  Trainer: the student's forward (with graph) serves as the teacher's target, so its graph stays alive
-  through the teacher's step. ``prokt / manual_prokt`` is the Trainer's overhead; ``manual_prokt /
-  floor`` the cost of keeping the student's graph alive (memory) instead of a second forward.
-* ``finetune``, ``kd``, ``prokt``, ``prokt_stale`` (``prokt_target="stale"``), ``prokt_hidden``
-  (``hidden_distill_weight=1.0``, which also returns and matches hidden states, so it does more than the
-  floor): real `ProKTTrainer` steps through the `Trainer` loop.
+* ``floor``: the passes a faithful ProKT step with the default anchor (``prokt_anchor="eval"``) cannot
+  avoid, each timed on its own and summed per step: student forward without graph (eval mode: the
+  teacher's anchor), teacher forward+backward (train mode), teacher optimizer step (clip + AdamW step +
+  scheduler step + zero_grad), teacher forward without graph (eval mode, ``torch.no_grad``), student
+  forward+backward, student optimizer step (same). Run one after the other, so no two parts' memory is
+  alive at once.
+* ``floor_train_anchor``: the same without the anchor's forward (``prokt_anchor="train"`` reuses the
+  student's training forward; here the previous step's student logits stand in for it).
+* ``naive``: a ProKT step written plainly, in the authors' order: the student's eval-mode no-grad
+  forward for the teacher's anchor, the teacher step, the teacher's no-graph forward, the student step.
+  ``prokt / naive`` is the `Trainer`'s overhead with the eval anchor.
+* ``manual_prokt``: the train anchor's fused step written plainly without the Trainer: the student's
+  forward (with graph) gives the teacher's anchor, so its graph stays alive through the teacher's step.
+  ``prokt_train_anchor / manual_prokt`` is the Trainer's overhead with the train anchor;
+  ``manual_prokt / floor_train_anchor`` the cost of keeping the student's graph alive (memory).
+* ``finetune``, ``kd``, ``prokt``, ``prokt_train_anchor`` (``prokt_anchor="train"``), ``prokt_stale``
+  (``prokt_target="stale"``), ``prokt_hidden`` (``hidden_distill_weight=1.0``, which also returns and
+  matches hidden states, so it does more than the floor): real `ProKTTrainer` steps through the `Trainer`
+  loop.
 
 A new variant is one entry: `ProKTTrainer` arguments in ``TRAINER_VARIANTS``, or a step function
 ``step(models, batch, mark)`` in ``HAND_WRITTEN`` (with the names of its parts if it times them), and
@@ -30,11 +36,11 @@ step), the Trainer's flop/token counting, gradient clipping, the student's optim
 steps and ``zero_grad``. It excludes fetching and collating the batch (``get_batch_samples`` runs before
 ``on_step_begin``) and the log/save/evaluate hook (after ``on_step_end``). The interval between two
 ``on_step_begin`` (which includes those, with ``logging_strategy="no"``) is reported as ``loop_s``.
-``floor``, ``naive`` and ``manual_prokt`` run on a batch already built and on the device, so the data
-side is outside every timed window alike. All variants use the same synthetic batches: random ids from
-the real vocabulary (above the special tokens), a full attention mask, zero token types, random binary
-labels. Optimizers: AdamW as the Trainer builds it for ``optim="adamw_torch"`` (decay / no-decay groups),
-linear schedule, gradient clipping at 1.0 for both models; the models are reused across blocks.
+The hand-written variants run on a batch already built and on the device, so the data side is outside
+every timed window alike. All variants use the same synthetic batches: random ids from the real
+vocabulary (above the special tokens), a full attention mask, zero token types, random binary labels.
+Optimizers: AdamW as the Trainer builds it for ``optim="adamw_torch"`` (decay / no-decay groups), linear
+schedule, gradient clipping at 1.0 for both models; the models are reused across blocks.
 
 Shared machines: on a small CPU, a second busy process slows torch's threads many times over, so run
 this on an otherwise idle machine, and read every ratio with its spread over the rounds.
@@ -170,12 +176,13 @@ def _teacher_loss(models: Models, inputs: dict, anchor: torch.Tensor, labels: to
 
 
 @torch.no_grad()
-def _teacher_target(models: Models, inputs: dict) -> torch.Tensor:
-    """The teacher's logits [B, C] in eval mode, without a graph (the student's target)."""
-    models.teacher.eval()
-    target = models.teacher(**inputs).logits
-    models.teacher.train()
-    return target
+def _eval_logits(model: torch.nn.Module, inputs: dict) -> torch.Tensor:
+    """``model``'s logits [B, C] in eval mode, without a graph (the teacher's: the student's target; the
+    student's: the teacher's anchor for ``prokt_anchor="eval"``); leaves the model in train mode."""
+    model.eval()
+    logits = model(**inputs).logits
+    model.train()
+    return logits
 
 
 def _student_loss(logits: torch.Tensor, target: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -183,53 +190,71 @@ def _student_loss(logits: torch.Tensor, target: torch.Tensor, labels: torch.Tens
     return loss
 
 
-FLOOR_PARTS = ("teacher_fwd_bwd", "teacher_optimizer", "teacher_fwd_nograd", "student_fwd_bwd", "student_optimizer")
+TRAIN_ANCHOR_FLOOR_PARTS = ("teacher_fwd_bwd", "teacher_optimizer", "teacher_fwd_nograd", "student_fwd_bwd",
+                            "student_optimizer")
+FLOOR_PARTS = ("student_fwd_nograd", *TRAIN_ANCHOR_FLOOR_PARTS)
+
+
+def _floor_passes(models: Models, inputs: dict, labels: torch.Tensor, anchor: torch.Tensor, mark) -> torch.Tensor:
+    """The teacher's step toward ``anchor``, its target and the student's step, a mark after each part;
+    returns the student's detached logits [B, C]."""
+    _teacher_loss(models, inputs, anchor, labels).backward()
+    mark()
+    models.step_teacher()
+    mark()
+    target = _eval_logits(models.teacher, inputs)
+    mark()
+    logits = models.student(**inputs).logits
+    _student_loss(logits, target, labels).backward()
+    mark()
+    models.step_student()
+    mark()
+    return logits.detach()
 
 
 def floor_step(models: Models, batch: dict, mark) -> None:
-    """The unavoidable passes, each between two marks. The teacher's anchor is the previous step's student
-    logits (a no-grad forward before the first step, outside the timed window)."""
+    """The unavoidable passes of a step with the eval anchor, each between two marks: the anchor's forward
+    (student, eval mode, no graph), then those of the train anchor's floor."""
+    inputs, labels = _split(batch)
+    models.teacher.train()
+    mark()
+    anchor = _eval_logits(models.student, inputs)
+    mark()
+    _floor_passes(models, inputs, labels, anchor, mark)
+
+
+def train_anchor_floor_step(models: Models, batch: dict, mark) -> None:
+    """The unavoidable passes of a step with the train anchor, each between two marks. The anchor is the
+    previous step's student logits (a no-grad forward before the first step, outside the timed window)."""
     inputs, labels = _split(batch)
     if models.anchor is None:
         with torch.no_grad():
             models.anchor = models.student(**inputs).logits
     models.teacher.train()
     mark()
-    _teacher_loss(models, inputs, models.anchor, labels).backward()
-    mark()
-    models.step_teacher()
-    mark()
-    target = _teacher_target(models, inputs)
-    mark()
-    logits = models.student(**inputs).logits
-    _student_loss(logits, target, labels).backward()
-    models.anchor = logits.detach()
-    mark()
-    models.step_student()
-    mark()
+    models.anchor = _floor_passes(models, inputs, labels, models.anchor, mark)
 
 
 def naive_prokt_step(models: Models, batch: dict, mark) -> None:
     """One ProKT step as one would write it by hand, in the authors' order (4 forwards, 2 backwards)."""
     inputs, labels = _split(batch)
-    with torch.no_grad():  # 1. the student's prediction, as the teacher's target
-        anchor = models.student(**inputs).logits
+    anchor = _eval_logits(models.student, inputs)  # 1. the student's prediction (eval mode), the teacher's anchor
     _teacher_loss(models, inputs, anchor, labels).backward()  # 2. the teacher step
     models.step_teacher()
-    target = _teacher_target(models, inputs)  # 3. the local target
+    target = _eval_logits(models.teacher, inputs)  # 3. the local target
     _student_loss(models.student(**inputs).logits, target, labels).backward()  # 4. the student step
     models.step_student()
 
 
 def manual_prokt_step(models: Models, batch: dict, mark) -> None:
-    """The passes and order of `ProKTTrainer`'s step, without the Trainer: one student forward with a graph
-    (its detached logits are the teacher's target), the teacher step, the teacher's no-graph forward, then
-    the student's backward through the graph of its first forward (3 forwards, 2 backwards)."""
+    """The train anchor's fused step, written without the Trainer: one student forward with a graph (its
+    detached logits are the teacher's anchor), the teacher step, the teacher's no-graph forward, then the
+    student's backward through the graph of its first forward (3 forwards, 2 backwards)."""
     inputs, labels = _split(batch)
     logits = models.student(**inputs).logits
     _teacher_loss(models, inputs, logits.detach(), labels).backward()
     models.step_teacher()
-    target = _teacher_target(models, inputs)
+    target = _eval_logits(models.teacher, inputs)
     _student_loss(logits, target, labels).backward()
     models.step_student()
 
@@ -241,29 +266,24 @@ TRAINER_VARIANTS = {
     "finetune": {"strategy": "finetune"},
     "kd": {"strategy": "kd"},
     "prokt": {"strategy": "prokt"},
+    "prokt_train_anchor": {"strategy": "prokt", "prokt_anchor": "train"},
     "prokt_stale": {"strategy": "prokt", "prokt_target": "stale"},
     "prokt_hidden": {"strategy": "prokt", "hidden_distill_weight": 1.0},
 }
 # Steps written by hand, without the Trainer: (step function, the parts it marks or ()).
 HAND_WRITTEN = {
     "floor": (floor_step, FLOOR_PARTS),
+    "floor_train_anchor": (train_anchor_floor_step, TRAIN_ANCHOR_FLOOR_PARTS),
     "naive": (naive_prokt_step, ()),
     "manual_prokt": (manual_prokt_step, ()),
 }
 VARIANTS = (*HAND_WRITTEN, *TRAINER_VARIANTS)
 PARTS = HAND_WRITTEN["floor"][1]
-RATIOS = {
-    "prokt/floor": ("prokt", "floor"),
-    "prokt/naive": ("prokt", "naive"),
-    "prokt/kd": ("prokt", "kd"),
-    "kd/finetune": ("kd", "finetune"),
-    "prokt_stale/prokt": ("prokt_stale", "prokt"),
-    "prokt_stale/floor": ("prokt_stale", "floor"),
-    "naive/floor": ("naive", "floor"),
-    "prokt_hidden/prokt": ("prokt_hidden", "prokt"),
-    "manual_prokt/floor": ("manual_prokt", "floor"),
-    "prokt/manual_prokt": ("prokt", "manual_prokt"),
-}
+RATIOS = (  # "a/b": variant a's median step time over variant b's
+    "prokt/floor", "prokt_train_anchor/floor_train_anchor", "prokt/naive", "prokt_train_anchor/manual_prokt",
+    "prokt_train_anchor/prokt", "floor_train_anchor/floor", "prokt/kd", "kd/finetune", "prokt_stale/prokt",
+    "prokt_hidden/prokt", "naive/floor", "manual_prokt/floor_train_anchor",
+)
 
 
 class Variants:
@@ -381,8 +401,8 @@ def _run(options, device: torch.device, log) -> dict:
             "batch_size": options.batch_size, "seq_lens": options.seq_lens, **timing.settings(options), **HYPER,
         },
         "timed_window": "Trainer variants: on_step_begin -> on_step_end (excludes batch fetch/collation and the "
-                        "log/save hook; loop_s is on_step_begin -> next on_step_begin). floor/naive/manual_prokt: "
-                        "the passes on a batch already on the device.",
+                        "log/save hook; loop_s is on_step_begin -> next on_step_begin). Hand-written variants (floors, "
+                        "naive, manual_prokt): the passes on a batch already on the device.",
         "results": results,
     }
     print(timing.format_table(results, lambda seq_len: f"batch {options.batch_size}, sequence length {seq_len}",

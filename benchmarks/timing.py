@@ -45,7 +45,7 @@ import json
 import os
 import statistics
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 import torch
@@ -364,11 +364,13 @@ def _per_round_ratios(numerator: dict, denominator: dict) -> list[float]:
             if b["median_s"] is not None and b["round"] in by_round]
 
 
-def summarize_blocks(measured: dict, ratios: dict[str, tuple[str, str]], batch_size: int) -> dict:
-    """The JSON result of one setting: per variant its summary, per ratio the ratio of the medians
-    over all steps (``ratios``) and its spread over the rounds (``ratio_spreads``)."""
+def summarize_blocks(measured: dict, ratios: Iterable[str], batch_size: int) -> dict:
+    """The JSON result of one setting: per variant its summary; per ratio ``"a/b"`` (variant ``a``'s time
+    over ``b``'s) the ratio of the medians over all steps (``ratios``) and its spread over the rounds
+    (``ratio_spreads``). Ratios of variants that did not run are left out."""
     variants = {name: _variant_entry(blocks, batch_size) for name, blocks in measured["blocks"].items()}
-    present = {name: pair for name, pair in ratios.items() if all(v in variants for v in pair)}
+    pairs = {name: tuple(name.split("/")) for name in ratios}
+    present = {name: pair for name, pair in pairs.items() if all(v in variants for v in pair)}
     result = {"variants": variants,
               "ratios": {name: variants[a]["median_s"] / variants[b]["median_s"] for name, (a, b) in present.items()},
               "ratio_spreads": {}, "memory_meaning": measured["memory_meaning"]}
@@ -385,9 +387,10 @@ def format_table(results: dict, title: Callable[[str], str], reference: str) -> 
     for key, result in results.items():
         variants = result["variants"]
         base = variants[reference]["median_s"]
+        width = max(14, *(len(name) + 2 for name in variants))
         lines.append(f"\n{title(key)}")
-        lines.append(f"{'variant':<14}{'s/step':>10}{'IQR':>10}{'samples/s':>11}{'x ' + reference:>9}{'mem MiB':>9}"
-                     f"{'loop s':>9}{'faults/step':>12}{'other CPU':>11}{'retries':>9}")
+        lines.append(f"{'variant':<{width}}{'s/step':>10}{'IQR':>10}{'samples/s':>11}{'x ' + reference:>9}"
+                     f"{'mem MiB':>9}{'loop s':>9}{'faults/step':>12}{'other CPU':>11}{'retries':>9}")
         for name, entry in variants.items():
             memory = entry["memory_mib"].get("delta_mib")
             loop = entry.get("loop_s")
@@ -395,7 +398,7 @@ def format_table(results: dict, title: Callable[[str], str], reference: str) -> 
             retries = sum(b["attempts"] - 1 for b in entry["blocks"])
             faults = entry["minor_faults_per_step_median"]
             lines.append(
-                f"{name:<14}{entry['median_s']:>10.4f}{entry['iqr_s']:>10.4f}{entry['samples_per_s']:>11.1f}"
+                f"{name:<{width}}{entry['median_s']:>10.4f}{entry['iqr_s']:>10.4f}{entry['samples_per_s']:>11.1f}"
                 f"{entry['median_s'] / base:>9.3f}{'' if memory is None else f'{memory:.0f}':>9}"
                 f"{'' if loop is None else f'{loop:.4f}':>9}{'' if faults is None else f'{faults / 1000:.0f}k':>12}"
                 f"{f'{max(foreign):.0%}' if foreign else '':>11}{retries:>9}"
@@ -404,12 +407,13 @@ def format_table(results: dict, title: Callable[[str], str], reference: str) -> 
             if "parts_median_s" in entry:
                 lines.append(f"{name} parts (median s): "
                              + ", ".join(f"{k} {v:.4f}" for k, v in entry["parts_median_s"].items()))
-        lines.append(f"{'ratio':<22}{'all steps':>10}{'rounds: median':>16}{'min':>8}{'max':>8}{'sd':>8}")
+        width = max(22, *(len(name) + 2 for name in result["ratios"]))
+        lines.append(f"{'ratio':<{width}}{'all steps':>10}{'rounds: median':>16}{'min':>8}{'max':>8}{'sd':>8}")
         for name, value in result["ratios"].items():
             s = result["ratio_spreads"].get(name)
             cells = ("", "", "", "") if s is None else (
                 f"{s['median']:.3f}", f"{s['min']:.3f}", f"{s['max']:.3f}", "" if s["sd"] is None else f"{s['sd']:.3f}")
-            lines.append(f"{name:<22}{value:>10.3f}{cells[0]:>16}{cells[1]:>8}{cells[2]:>8}{cells[3]:>8}")
+            lines.append(f"{name:<{width}}{value:>10.3f}{cells[0]:>16}{cells[1]:>8}{cells[2]:>8}{cells[3]:>8}")
     lines.append("s/step: median over all timed steps (IQR: q3 - q1), wall-clock or CPU seconds (--clock); mem: "
                  "peak memory of a block above its start (see memory_meaning in the JSON); loop s: median interval "
                  "between step starts (adds batch fetch/collation); faults/step: minor page faults per timed step "
