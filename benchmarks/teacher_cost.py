@@ -36,15 +36,8 @@ if __package__ in (None, ""):  # run as `python benchmarks/teacher_cost.py`
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from benchmarks.common import machine_description  # noqa: E402
-from benchmarks.step_time import (  # noqa: E402
-    HYPER,
-    Clock,
-    ExampleDataset,
-    MemoryMeter,
-    StepTimer,
-    build_models,
-    synthetic_batches,
-)
+from benchmarks.step_time import HYPER, ExampleDataset, build_models, synthetic_batches  # noqa: E402
+from benchmarks.timing import Clock, MemoryMeter, StepTimer  # noqa: E402
 from hf_prokt import ProKTTrainer, ProKTTrainingArguments  # noqa: E402
 
 VARIANTS = {
