@@ -183,3 +183,20 @@ def test_taggers_with_other_tags_or_vocabularies_are_refused(tmp_path):
     with pytest.raises(ValueError, match="vocabulary"):
         ProKTTrainer(model=tiny_tagger(num_labels=NUM_TAGS), teacher_model=other_vocab, args=make_args(tmp_path),
                      train_dataset=data)
+
+
+def test_kd_on_unlabelled_text_averages_over_the_real_tokens(tmp_path):
+    """``distill_alpha=1`` needs no labels: the per-token KL then averages over ``attention_mask == 1``."""
+    student, teacher = pair()
+    data = tagging_dataset(n=12, seed=3, num_labels=NUM_TAGS)
+    batch = batch_of(data)
+    inputs = {k: batch[k] for k in ("input_ids", "attention_mask")}
+    real_tokens = torch.where(batch["attention_mask"] == 1, 0, -100)  # "labels" that keep the real tokens
+    expected = copy.deepcopy(student)
+    with torch.no_grad():
+        target = teacher(**inputs).logits
+    sgd_step(expected, kl(target, expected(**inputs).logits, real_tokens), STUDENT_LR)
+
+    run_one_step(tmp_path, student, teacher, data.remove_columns("labels"), strategy="kd", distill_alpha=1.0)
+
+    assert_same_parameters(student, expected)
