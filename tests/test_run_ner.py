@@ -198,3 +198,10 @@ def test_a_validation_file_with_a_tag_unseen_in_training_is_refused_before_anyth
     message = str(error.value)
     assert message.startswith(where) and "'B-MISC'" in message and "not in the training data's tag set" in message
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("config", sorted((SCRIPT.parent / "configs").glob("*.json")), ids=lambda p: p.stem)
+def test_the_shipped_configs_parse(run_ner, config):
+    model_args, data_args, training_args = run_ner.parse_arguments([str(config), "--output_dir", "elsewhere"])
+    assert data_args.dataset_name == "conll2003" and training_args.output_dir == "elsewhere"
+    assert training_args.strategy == json.loads(config.read_text())["strategy"]
