@@ -314,9 +314,12 @@ def build_models(model_args: ModelArguments, training_args: ProKTTrainingArgumen
 
 def load_tokenizer(model_args: ModelArguments):
     source = model_args.tokenizer_name or model_args.teacher_model_name_or_path or model_args.model_name_or_path
-    config = AutoConfig.from_pretrained(source, cache_dir=model_args.cache_dir, token=model_args.token,
-                                        trust_remote_code=model_args.trust_remote_code)
-    kwargs = {"add_prefix_space": True} if config.model_type in PREFIX_SPACE_MODELS else {}
+    try:
+        model_type = AutoConfig.from_pretrained(source, cache_dir=model_args.cache_dir, token=model_args.token,
+                                                trust_remote_code=model_args.trust_remote_code).model_type
+    except (OSError, ValueError):  # a tokenizer-only folder or repository
+        model_type = None
+    kwargs = {"add_prefix_space": True} if model_type in PREFIX_SPACE_MODELS else {}
     tokenizer = AutoTokenizer.from_pretrained(source, cache_dir=model_args.cache_dir, token=model_args.token,
                                               trust_remote_code=model_args.trust_remote_code, **kwargs)
     if not tokenizer.is_fast:
