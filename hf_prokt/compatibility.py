@@ -8,6 +8,14 @@ import re
 from torch import nn
 
 _DEFAULT_LABEL = re.compile(r"^LABEL_\d+$")
+# What each kind of head predicts; class names follow the `AutoModelFor*` tasks (custom code too).
+_HEAD_KINDS = (
+    ("ForTokenClassification", "AutoModelForTokenClassification", "one prediction per token"),
+    ("ForSequenceClassification", "AutoModelForSequenceClassification", "one prediction per sequence"),
+    ("ForImageClassification", "AutoModelForImageClassification", "one prediction per image"),
+    ("ForAudioClassification", "AutoModelForAudioClassification", "one prediction per clip"),
+    ("ForAudioFrameClassification", "AutoModelForAudioFrameClassification", "one prediction per frame"),
+)
 
 
 def model_config(model: nn.Module | None):
@@ -19,9 +27,23 @@ def model_config(model: nn.Module | None):
     return config
 
 
+def head_kind(model: nn.Module) -> tuple[str, str] | None:
+    """``(auto_class, what_it_predicts)`` of a Hugging Face task model (through a PEFT wrapper), from its
+    class name, or None for a model of no known task."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    name = type(base).__name__
+    for suffix, auto_class, predicts in _HEAD_KINDS:
+        if name.endswith(suffix):
+            return auto_class, predicts
+    return None
+
+
 def _named_labels(config) -> dict[str, int] | None:
-    """``label2id`` when the labels have real names, None for the default ``LABEL_i`` names."""
+    """``label2id`` when the labels have real names, None for the default ``LABEL_i`` names. A config
+    with ``id2label`` alone (transformers 5 does not derive ``label2id`` from it) is read through it."""
     label2id = getattr(config, "label2id", None) or {}
+    if not label2id:
+        label2id = {name: index for index, name in (getattr(config, "id2label", None) or {}).items()}
     if not label2id or all(_DEFAULT_LABEL.match(str(name)) for name in label2id):
         return None
     return {str(name): int(index) for name, index in label2id.items()}
@@ -30,9 +52,10 @@ def _named_labels(config) -> dict[str, int] | None:
 def check_distillation_pair(student: nn.Module | None, teacher: nn.Module | None, strategy: str) -> None:
     """Raise a ``ValueError`` that names the mismatch and the fix when the pair cannot be distilled.
 
-    Checked: a teacher is given when the strategy needs one; both have the same number of outputs
-    and, when both name their labels, the same ``label2id``; both read the same vocabulary; neither
-    is a multi-label classifier (softmax distillation would be meaningless there).
+    Checked: a teacher is given when the strategy needs one; both are the same kind of task model
+    (e.g. two token classifiers, not a token classifier and a sequence classifier); both have the same
+    number of outputs and, when both name their labels, the same ``label2id``; both read the same
+    vocabulary; neither is a multi-label classifier (softmax distillation would be meaningless there).
     """
     if student is None:
         raise ValueError("ProKTTrainer needs a student: pass model=<your student model>.")
@@ -45,6 +68,14 @@ def check_distillation_pair(student: nn.Module | None, teacher: nn.Module | None
         )
     if teacher is student:
         raise ValueError("teacher_model is the same object as the student; pass two separate models.")
+
+    student_kind, teacher_kind = head_kind(student), head_kind(teacher)
+    if student_kind and teacher_kind and student_kind != teacher_kind:
+        raise ValueError(
+            f"the student is a {_class_name(student)} ({student_kind[1]}) but the teacher a {_class_name(teacher)} "
+            f"({teacher_kind[1]}): distillation matches their predictions one to one. Load both for the same task, "
+            f"e.g. both with {teacher_kind[0]}."
+        )
 
     student_config, teacher_config = model_config(student), model_config(teacher)
     if student_config is None or teacher_config is None:
@@ -80,6 +111,10 @@ def check_distillation_pair(student: nn.Module | None, teacher: nn.Module | None
             "both models read the same input_ids, so they need the same tokenizer. Pick a student built "
             "on the teacher's tokenizer (e.g. hf_prokt.student_from_teacher)."
         )
+
+
+def _class_name(model: nn.Module) -> str:
+    return type(model.get_base_model() if hasattr(model, "get_base_model") else model).__name__
 
 
 NO_DEEPSPEED_TEACHER = (

@@ -1,4 +1,4 @@
-"""GLUE and generic evaluation metrics, computed offline with scikit-learn and scipy.
+"""GLUE, image and token-classification (NER) metrics, computed offline with scikit-learn, scipy and seqeval.
 
 The GLUE metrics return the same keys, computed the same way, as ``evaluate.load("glue", task)``
 (the Hub metric ``evaluate-metric/glue``), but need no download:
@@ -22,11 +22,18 @@ would return NaN with a warning for Pearson and Spearman. A binary F1 with no po
 either array is ``0.0`` (scikit-learn's value, without its warning). Non-finite regression values
 (NaN, inf) are not degenerate inputs but a failed model: they propagate and the metrics are NaN.
 
+Named-entity recognition: `ner_metrics` returns the keys of ``evaluate.load("seqeval")`` as the
+``transformers`` token-classification example reports them (``precision``, ``recall``, ``f1`` of the
+entities, micro-averaged, and token ``accuracy``), scored by the `seqeval` package itself in its default
+(CoNLL ``conlleval``) mode, without the download that ``evaluate.load`` needs. An evaluation in which
+neither the predictions nor the references hold an entity scores 0.0 (no warning).
+
 All values are plain Python ``float``.
 """
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
@@ -34,6 +41,8 @@ from typing import Any
 
 import numpy as np
 from scipy.stats import pearsonr, spearmanr
+from seqeval.metrics import accuracy_score as seqeval_accuracy
+from seqeval.metrics import classification_report as seqeval_report
 from sklearn.metrics import f1_score, matthews_corrcoef
 
 __all__ = [
@@ -42,9 +51,12 @@ __all__ = [
     "classification_metrics",
     "compute_glue_metrics",
     "compute_metrics_for_labels",
+    "compute_ner_metrics",
     "get_glue_task",
     "glue_metrics",
+    "ner_metrics",
     "regression_metrics",
+    "tags_of_labelled_tokens",
 ]
 
 
@@ -384,5 +396,79 @@ def compute_image_classification_metrics(num_labels: int, top_k: int = 5) -> Cal
         if num_labels > top_k:
             metrics[f"top{top_k}_accuracy"] = top_k_accuracy(logits, labels, top_k)
         return metrics
+
+    return compute_metrics
+
+
+# ------------------------------------------------------------------------------ token classification (NER)
+
+
+def ner_metrics(predictions: list[list[str]], references: list[list[str]],
+                entity_level: bool = False) -> dict[str, float]:
+    """Entity-level ``precision``, ``recall``, ``f1`` (micro-averaged over entity types) and token
+    ``accuracy`` of tag sequences (``[["B-PER", "I-PER", "O"], ...]``, IOB1/IOB2 tags), by `seqeval`.
+
+    With ``entity_level=True``, also ``{TYPE}_precision``, ``{TYPE}_recall``, ``{TYPE}_f1`` and
+    ``{TYPE}_number`` (gold entities) for every entity type.
+    """
+    if len(predictions) != len(references) or any(len(p) != len(r) for p, r in zip(predictions, references)):
+        raise ValueError("predictions and references must hold the same number of sentences and, in each, of tags")
+    with warnings.catch_warnings():  # no entity at all: seqeval averages empty arrays (the scores are 0)
+        warnings.simplefilter("ignore", RuntimeWarning)
+        report = seqeval_report(references, predictions, output_dict=True, zero_division=0)
+    overall = report.pop("micro avg", None) or {"precision": 0.0, "recall": 0.0, "f1-score": 0.0}
+    metrics = {
+        "precision": float(overall["precision"]),
+        "recall": float(overall["recall"]),
+        "f1": float(overall["f1-score"]),
+        "accuracy": float(seqeval_accuracy(references, predictions)) if any(map(len, references)) else 0.0,
+    }
+    if entity_level:
+        for entity_type, scores in report.items():
+            if entity_type.endswith(" avg"):
+                continue
+            metrics.update({f"{entity_type}_precision": float(scores["precision"]),
+                            f"{entity_type}_recall": float(scores["recall"]),
+                            f"{entity_type}_f1": float(scores["f1-score"]),
+                            f"{entity_type}_number": float(scores["support"])})
+    return metrics
+
+
+def tags_of_labelled_tokens(predictions: Any, label_ids: Any,
+                            label_names: list[str]) -> tuple[list[list[str]], list[list[str]]]:
+    """``(predicted tags, gold tags)`` per sentence, over the tokens whose label is not -100.
+
+    Args:
+        predictions: ``[N, L, C]`` logits (argmax taken) or ``[N, L]`` tag ids.
+        label_ids: ``[N, L]`` gold tag ids, -100 on padding, special tokens and the sub-tokens that carry
+            no label.
+        label_names: the tag of each id.
+    """
+    predictions, label_ids = np.asarray(predictions), np.asarray(label_ids)
+    if predictions.ndim == 3:
+        predictions = np.argmax(predictions, axis=-1)
+    if predictions.shape != label_ids.shape:
+        raise ValueError(f"token predictions {list(predictions.shape)} and labels {list(label_ids.shape)} "
+                         "must have the same [N, L] shape")
+    predicted, gold = [], []
+    for sentence_predictions, sentence_labels in zip(predictions, label_ids):
+        keep = sentence_labels != -100
+        predicted.append([label_names[i] for i in sentence_predictions[keep]])
+        gold.append([label_names[i] for i in sentence_labels[keep]])
+    return predicted, gold
+
+
+def compute_ner_metrics(label_names: list[str], entity_level: bool = False) -> Callable[[Any], dict[str, float]]:
+    """A ``compute_metrics`` for ``Trainer`` on token classification: `ner_metrics` of the tokens that carry
+    a label. Takes an ``EvalPrediction`` with logits ``[N, L, C]`` (or a tuple starting with them) and
+    ``label_ids [N, L]``; computed locally, no download. ``label_names``: the tag of each class id."""
+    label_names = [str(name) for name in label_names]
+
+    def compute_metrics(eval_prediction: Any) -> dict[str, float]:
+        logits = eval_prediction.predictions
+        if isinstance(logits, (tuple, list)):
+            logits = logits[0]
+        predicted, gold = tags_of_labelled_tokens(logits, eval_prediction.label_ids, label_names)
+        return ner_metrics(predicted, gold, entity_level)
 
     return compute_metrics

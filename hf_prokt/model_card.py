@@ -15,6 +15,7 @@ from torch import nn
 from transformers.modelcard import TrainingSummary
 
 _TASK_BY_CLASS = (("SequenceClassification", "text-classification"),
+                  ("TokenClassification", "token-classification"),
                   ("ImageClassification", "image-classification"))
 _NOT_METRICS = {"runtime", "samples_per_second", "steps_per_second", "model_preparation_time", "epoch", "step"}
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")

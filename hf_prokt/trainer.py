@@ -54,8 +54,8 @@ logger = logging.getLogger(__name__)
 
 @dataclass
 class _Target:
-    """What the student learns from: detached teacher outputs. ``logits: [B, C]``; ``hidden_states``
-    and ``attentions`` as the model returns them (or None)."""
+    """What the student learns from: detached teacher outputs. ``logits: [B, C]`` (``[B, L, C]`` for token
+    classification); ``hidden_states`` and ``attentions`` as the model returns them (or None)."""
 
     logits: torch.Tensor
     hidden_states: tuple | None = None
@@ -347,6 +347,7 @@ class ProKTTrainer(TeacherEvaluationMixin, Trainer):
         loss, parts = student_loss(
             student_outputs.logits, target.logits, labels, self.args.distill_alpha,
             self.args.distill_temperature, self.args.label_smoothing_factor,
+            attention_mask=inputs.get("attention_mask"),  # per-token KD without labels: the real tokens count
         )
         if self.intermediate_distiller is not None:
             intermediate_loss, intermediate_parts = self._distiller_wrapped(
@@ -401,7 +402,7 @@ class ProKTTrainer(TeacherEvaluationMixin, Trainer):
             return self._teacher_step(batches)
 
     def _teacher_step(self, batches: list[tuple[dict, torch.Tensor]]) -> list[_Target]:
-        """Step 2: one optimizer step of the teacher on ``batches`` of ``(inputs, student_logits [B, C])``.
+        """Step 2: one optimizer step of the teacher on ``batches`` of ``(inputs, student_logits [B, C] or [B, L, C])``.
 
         Gradients accumulate over the batches (each loss divided by their number) and are synchronised
         across processes on the last one. Returns the detached pre-step teacher outputs (the stale targets).

@@ -12,6 +12,7 @@ import torch
 from transformers import (
     BertConfig,
     BertForSequenceClassification,
+    BertForTokenClassification,
     BertTokenizerFast,
     ResNetConfig,
     ResNetForImageClassification,
@@ -29,8 +30,9 @@ SEQ_LEN = 8
 
 
 def tiny_bert(layers: int = 2, hidden: int = 16, num_labels: int = 2, seed: int = 0, dropout: float = 0.0,
-              **config_kwargs) -> BertForSequenceClassification:
-    """A BERT classifier small enough for a CPU test; dropout off unless asked, for exact comparisons."""
+              model_class=BertForSequenceClassification, **config_kwargs) -> BertForSequenceClassification:
+    """A BERT classifier small enough for a CPU test; dropout off unless asked, for exact comparisons.
+    ``model_class=BertForTokenClassification`` gives a tagger (logits ``[B, L, num_labels]``)."""
     torch.manual_seed(seed)
     config = BertConfig(
         vocab_size=VOCAB_SIZE, hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=2,
@@ -38,7 +40,13 @@ def tiny_bert(layers: int = 2, hidden: int = 16, num_labels: int = 2, seed: int 
         hidden_dropout_prob=dropout, attention_probs_dropout_prob=dropout, classifier_dropout=dropout,
         **config_kwargs,
     )
-    return BertForSequenceClassification(config)
+    return model_class(config)
+
+
+def tiny_tagger(layers: int = 2, hidden: int = 16, num_labels: int = 3, seed: int = 0,
+                **kwargs) -> BertForTokenClassification:
+    """A tiny BERT token classifier (NER-style tagger)."""
+    return tiny_bert(layers, hidden, num_labels, seed, model_class=BertForTokenClassification, **kwargs)
 
 
 def toy_dataset(n: int = 32, seed: int = 0, regression: bool = False, padded: bool = False) -> datasets.Dataset:
@@ -55,6 +63,21 @@ def toy_dataset(n: int = 32, seed: int = 0, regression: bool = False, padded: bo
     else:
         labels = (ids[:, 0] >= (5 + VOCAB_SIZE) // 2).long().tolist()
     return datasets.Dataset.from_dict({"input_ids": ids.tolist(), "attention_mask": mask.tolist(), "labels": labels})
+
+
+def tagging_dataset(n: int = 32, seed: int = 0, num_labels: int = 3, ignored: float = 0.25) -> datasets.Dataset:
+    """Padded token sequences tagged by a function of each token (``id % num_labels``), as a token
+    classification batch arrives at the model: labels -100 on padding and on a random fraction
+    ``ignored`` of the real tokens (the non-first sub-tokens of a word)."""
+    generator = torch.Generator().manual_seed(seed)
+    lengths = torch.randint(3, SEQ_LEN + 1, (n,), generator=generator)
+    mask = (torch.arange(SEQ_LEN)[None, :] < lengths[:, None]).long()
+    ids = torch.randint(5, VOCAB_SIZE, (n, SEQ_LEN), generator=generator) * mask
+    labels = ids % num_labels
+    skipped = torch.rand(n, SEQ_LEN, generator=generator) < ignored
+    labels[(mask == 0) | skipped] = -100
+    return datasets.Dataset.from_dict({"input_ids": ids.tolist(), "attention_mask": mask.tolist(),
+                                       "labels": labels.tolist()})
 
 
 IMAGE_SIZE = 8

@@ -108,3 +108,86 @@ def test_mismatched_outputs_and_float_labels_are_named():
         losses.output_matching_loss(torch.zeros(2, 3), torch.zeros(2, 4))
     with pytest.raises(ValueError, match="multi-label"):
         losses.task_loss(torch.zeros(2, 3), torch.zeros(2, 3))
+
+
+# ---------------------------------------------------------------- per-token logits [B, L, C] (token classification)
+
+TOKEN_LABELS = torch.tensor([[0, 2, -100, 1], [1, -100, -100, -100]])  # -100: padding and ignored sub-tokens
+TOKEN_ATTENTION = torch.tensor([[1, 1, 1, 1], [1, 1, 0, 0]])
+
+
+def token_logits(seed):
+    return torch.randn(2, 4, 3, generator=torch.Generator().manual_seed(seed))
+
+
+def rows_with_labels(logits):
+    """The labelled tokens' rows, as plain lists: the per-token losses are the [B, C] losses on these."""
+    keep = TOKEN_LABELS != -100
+    return logits[keep].tolist(), TOKEN_LABELS[keep].tolist()
+
+
+def ce_by_hand(rows, labels):
+    return -sum(math.log(softmax(row)[label]) for row, label in zip(rows, labels)) / len(rows)
+
+
+def test_per_token_losses_average_over_the_labelled_tokens_only():
+    student, teacher = token_logits(0), token_logits(1)
+    student_rows, labels = rows_with_labels(student)
+    teacher_rows, _ = rows_with_labels(teacher)
+    assert len(labels) == 4
+    loss, parts = losses.student_loss(student, teacher, TOKEN_LABELS, alpha=0.3, temperature=2.0)
+    assert parts["distill_loss"].item() == pytest.approx(4.0 * kl_by_hand(teacher_rows, student_rows, 2.0), rel=1e-5)
+    assert parts["task_loss"].item() == pytest.approx(ce_by_hand(student_rows, labels), rel=1e-5)
+    penalty, proximity = losses.teacher_penalty_loss(teacher, student, TOKEN_LABELS, 0.4, 1.0)
+    assert proximity.item() == pytest.approx(kl_by_hand(student_rows, teacher_rows), rel=1e-5)
+    assert penalty.item() == pytest.approx(0.6 * ce_by_hand(teacher_rows, labels) + 0.4 * proximity.item(), rel=1e-5)
+    dual, _ = losses.teacher_dual_loss(teacher, student, TOKEN_LABELS, beta=2.0, epsilon=0.1, temperature=1.0)
+    assert dual.item() == pytest.approx(ce_by_hand(teacher_rows, labels) + 2.0 * (proximity.item() - 0.1), rel=1e-5)
+
+
+def test_logits_of_unlabelled_tokens_change_neither_the_loss_nor_the_gradient():
+    ignored = (TOKEN_LABELS == -100).unsqueeze(-1).expand(2, 4, 3)
+    results = []
+    for shift in (0.0, 5.0):  # new logits at the ignored positions only, in both models
+        student = (token_logits(0) + shift * token_logits(2) * ignored).requires_grad_()
+        teacher = (token_logits(1) + shift * token_logits(3) * ignored).requires_grad_()
+        loss, _ = losses.student_loss(student, teacher.detach(), TOKEN_LABELS, alpha=0.5, temperature=1.0)
+        teacher_loss, _ = losses.teacher_penalty_loss(teacher, student.detach(), TOKEN_LABELS, 0.4, 1.0)
+        (loss + teacher_loss).backward()
+        assert (student.grad[ignored] == 0).all() and (teacher.grad[ignored] == 0).all()
+        results.append((loss.item(), teacher_loss.item(), student.grad, teacher.grad))
+    assert results[0][0] == pytest.approx(results[1][0], rel=1e-6)
+    assert results[0][1] == pytest.approx(results[1][1], rel=1e-6)
+    torch.testing.assert_close(results[0][2], results[1][2])
+    torch.testing.assert_close(results[0][3], results[1][3])
+
+
+def test_per_token_task_loss_equals_the_token_classifiers_own_loss_with_label_smoothing():
+    logits = token_logits(0)
+    expected = torch.nn.functional.cross_entropy(logits.view(-1, 3), TOKEN_LABELS.view(-1), label_smoothing=0.1)
+    assert losses.task_loss(logits, TOKEN_LABELS, label_smoothing=0.1).item() == pytest.approx(expected.item())
+
+
+def test_a_batch_without_any_labelled_token_gives_zero_not_nan():
+    logits, nothing = token_logits(0).requires_grad_(), torch.full((2, 4), -100)
+    loss, parts = losses.student_loss(logits, token_logits(1), nothing, alpha=0.5, temperature=1.0)
+    assert loss.item() == 0.0 and parts["task_loss"].item() == 0.0
+    loss.backward()
+    assert (logits.grad == 0).all()
+
+
+def test_per_token_kd_without_labels_averages_over_the_real_tokens():
+    student, teacher = token_logits(0), token_logits(1)
+    keep = TOKEN_ATTENTION.bool()
+    loss, _ = losses.student_loss(student, teacher, None, alpha=1.0, temperature=1.0, attention_mask=TOKEN_ATTENTION)
+    assert loss.item() == pytest.approx(kl_by_hand(teacher[keep].tolist(), student[keep].tolist()), rel=1e-5)
+    everywhere, _ = losses.student_loss(student, teacher, None, alpha=1.0, temperature=1.0)
+    assert everywhere.item() == pytest.approx(kl_by_hand(teacher.view(-1, 3).tolist(), student.view(-1, 3).tolist()),
+                                              rel=1e-5)
+
+
+def test_per_token_labels_of_the_wrong_shape_and_token_regression_are_refused():
+    with pytest.raises(ValueError, match=r"labels of shape \[2, 4\].*got \[2, 3\]"):
+        losses.student_loss(token_logits(0), token_logits(1), TOKEN_LABELS[:, :3], alpha=0.5, temperature=1.0)
+    with pytest.raises(ValueError, match="token-level regression"):
+        losses.task_loss(torch.zeros(2, 4, 1), TOKEN_LABELS.float())

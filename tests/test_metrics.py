@@ -346,3 +346,44 @@ def test_local_evaluate_module_loads_offline_and_agrees(tmp_path):
         "spearmanr": pytest.approx(pearson_by_definition([1, 2, 5, 3, 4, 6], [1, 3.5, 5, 3.5, 2, 6])),
     }
     assert results["mnli_matched"] == {"accuracy": pytest.approx(5 / 8)}
+
+
+# ------------------------------------------------------------------------------ token classification (NER)
+
+
+def test_ner_metrics_score_entities_and_tokens():
+    from hf_prokt.metrics import ner_metrics
+
+    gold = [["B-PER", "I-PER", "O", "B-LOC"], ["O", "B-ORG", "I-ORG", "O"]]
+    predicted = [["B-PER", "I-PER", "O", "B-ORG"], ["O", "B-ORG", "O", "O"]]
+    # Gold entities: PER(0-1), LOC(3), ORG(1-2); predicted: PER(0-1) right, ORG(3) wrong, ORG(1) wrong span.
+    metrics = ner_metrics(predicted, gold, entity_level=True)
+    assert metrics["precision"] == pytest.approx(1 / 3) and metrics["recall"] == pytest.approx(1 / 3)
+    assert metrics["f1"] == pytest.approx(1 / 3) and metrics["accuracy"] == pytest.approx(6 / 8)
+    assert metrics["PER_f1"] == 1.0 and metrics["LOC_recall"] == 0.0 and metrics["ORG_number"] == 1.0
+
+
+def test_compute_ner_metrics_reads_only_the_labelled_tokens():
+    from transformers import EvalPrediction
+
+    from hf_prokt.metrics import compute_ner_metrics
+
+    names = ["B-PER", "I-PER", "O"]
+    labels = np.array([[-100, 0, 1, -100, 2, -100], [-100, 2, 0, -100, -100, -100]])
+    right = np.array([[2, 0, 1, 0, 2, 0], [2, 2, 0, 0, 1, 1]])  # wrong only where labels are -100
+    logits = np.eye(3)[right] * 5.0  # [N, L, C]
+    metrics = compute_ner_metrics(names)(EvalPrediction(predictions=logits, label_ids=labels))
+    assert metrics == {"precision": 1.0, "recall": 1.0, "f1": 1.0, "accuracy": 1.0}
+    wrong = right.copy()
+    wrong[0, 2] = 2  # the first person loses its second word: 1 of 2 entities right, 4 of 5 tokens
+    metrics = compute_ner_metrics(names)(EvalPrediction(predictions=np.eye(3)[wrong], label_ids=labels))
+    assert metrics["precision"] == 0.5 and metrics["recall"] == 0.5 and metrics["accuracy"] == pytest.approx(4 / 5)
+
+
+def test_ner_metrics_without_any_entity_are_zero_without_warnings():
+    from hf_prokt.metrics import ner_metrics
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert ner_metrics([["O", "O"]], [["O", "O"]]) == {"precision": 0.0, "recall": 0.0, "f1": 0.0,
+                                                          "accuracy": 1.0}
