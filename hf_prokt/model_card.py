@@ -18,7 +18,12 @@ _TASK_BY_CLASS = (("SequenceClassification", "text-classification"),
                   ("TokenClassification", "token-classification"),
                   ("ImageClassification", "image-classification"))
 _NOT_METRICS = {"runtime", "samples_per_second", "steps_per_second", "model_preparation_time", "epoch", "step"}
+_OPENING = re.compile(r"^This model (was trained from scratch|is a fine-tuned version of).*$", re.M)
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
+
+
+def _is_hub_dataset(name: str) -> bool:
+    return "/" in name and hub_id(name) is not None
 
 
 def parameter_count(model: nn.Module | None) -> int | None:
@@ -39,6 +44,35 @@ def _source(model: nn.Module | None) -> str | None:
 
 def _name(model: nn.Module | None) -> str | None:
     return _source(model) or (type(model).__name__ if model is not None else None)
+
+
+def student_origin(student: nn.Module | None) -> str | None:
+    """How the student was made, when `hf_prokt.student_from_teacher` built it (read from its config), e.g.
+    ``"built from `bert-base-uncased` with student_from_teacher: 6 of the teacher's 12 layers (0, 2, 4, 6, 8, 10)"``."""
+    record = getattr(getattr(student, "config", None), "student_from_teacher", None)
+    if not isinstance(record, dict) or not record.get("teacher_layers"):
+        return None
+    layers = list(record["teacher_layers"])
+    teacher = f"`{record['teacher']}`" if record.get("teacher") else "its teacher"
+    return (f"built from {teacher} with student_from_teacher: {len(layers)} of the teacher's "
+            f"{record.get('teacher_num_layers', '?')} layers ({', '.join(map(str, layers))}), every other weight "
+            "copied")
+
+
+def _opening_sentence(trainer, student: nn.Module, dataset: str | None) -> str:
+    """The card's first sentence: what the student is, how it was trained, and on what data."""
+    origin = student_origin(student)
+    source = _source(student)
+    made = (f"a student {origin}" if origin else
+            f"a student initialised from `{source}`" if source else "a student trained from scratch")
+    teacher = trainer.teacher_model
+    how = {"prokt": "distilled with ProKT from a teacher trained alongside it",
+           "kd": "distilled from a frozen teacher",
+           "finetune": "fine-tuned on labels (no teacher)"}[trainer.args.strategy]
+    if teacher is not None and _name(teacher):
+        how += f" (`{_name(teacher)}`)"
+    data = f"on {dataset}" if dataset else "on an unnamed dataset (pass dataset= to create_model_card to name it)"
+    return f"This model is {made}, {how}, {data}."
 
 
 def final_metrics(log_history: list[dict], prefix: str = "eval_") -> tuple[dict[str, float], dict[str, float]]:
@@ -102,6 +136,9 @@ def distillation_section(trainer, inference_speedup: float | None = None, datase
         else:
             lines.append(f"- Inference speed-up over the teacher: {inference_speedup:.2f}x (measured)."
                          if inference_speedup else "- Inference speed-up over the teacher: not measured.")
+    origin = student_origin(student)
+    if origin:
+        lines.append(f"- Student: {origin}.")
     if dataset:
         lines.append(f"- Data: {dataset}.")
     lines += ["", "### Distillation hyper-parameters", ""]
@@ -170,20 +207,24 @@ def add_distillation_to_card(card_text: str, trainer, dataset: str | list[str] |
     base_model = hub_id(finetuned_from) or hub_id(_source(student))
     if base_model:
         data.base_model = base_model
-    if datasets_:
-        data.datasets = datasets_
+    # The metadata lists Hub datasets: those given as dataset_tags (already there), else the names of the form
+    # owner/name; any other name (a local file, "GLUE SST2") is for the text only.
+    if not data.datasets and any(_is_hub_dataset(name) for name in datasets_):
+        data.datasets = [name for name in datasets_ if _is_hub_dataset(name)]
     student_metrics, _ = final_metrics(trainer.state.log_history)
     task = (tasks if isinstance(tasks, str) else (tasks or [None])[0]) or task_type(student)
     if student_metrics and task and datasets_:
         data.eval_results = [
-            EvalResult(task_type=task, dataset_type=datasets_[0], dataset_name=datasets_[0], metric_type=name,
+            EvalResult(task_type=task, dataset_type=(data.datasets or datasets_)[0], dataset_name=datasets_[0],
+                       metric_type=name,
                        metric_value=value)
             for name, value in student_metrics.items() if name != "loss"
         ] or None
         data.model_name = data.model_name or os.path.basename(os.path.normpath(trainer.args.output_dir))
-    # Without a Hub id to link, the transformers card names an empty model: name the real source instead.
-    body = card.text.replace("a fine-tuned version of [](https://huggingface.co/)",
-                             f"a {trainer.args.strategy} student initialised from `{_name(student)}`")
+    # The transformers card says "trained from scratch" or "a fine-tuned version of" a base model, and names
+    # no dataset unless given one: say what the student is, how it was trained, and on what, instead.
+    opening = _opening_sentence(trainer, student, ", ".join(datasets_) or None)
+    body = _OPENING.sub(lambda _: opening, card.text, count=1)
     section = distillation_section(trainer, inference_speedup, ", ".join(datasets_) or None, compression)
     anchor = "## Model description"
     body = body.replace(anchor, section + "\n" + anchor, 1) if anchor in body else body.rstrip() + "\n\n" + section

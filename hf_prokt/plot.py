@@ -45,8 +45,10 @@ def default_metric(history: list[dict]) -> str:
 
 def plot_training(source, output_path: str | os.PathLike | None = None, metric: str | None = None,
                   title: str | None = None):
-    """Draw student and teacher ``eval_<metric>`` over steps (the gap shaded), and below it the logged
-    ``kl_student_teacher`` (with the dual multiplier ``prokt_beta`` when present).
+    """Draw student and teacher ``eval_<metric>`` over steps (the gap shaded), and below it how far apart the two
+    models' predictions are: the logged ``kl_student_teacher`` (ProKT's teacher term, with the dual multiplier
+    ``prokt_beta`` when present) and ``student_distill_loss`` (the student's term, ProKT's and KD's). Without
+    either (fine-tuning), the figure has the upper panel alone.
 
     Args:
         source: ``trainer.state.log_history``, a ``trainer_state.json`` path, or a folder holding one.
@@ -70,14 +72,20 @@ def plot_training(source, output_path: str | os.PathLike | None = None, metric: 
     student_steps, student_values = _series(history, f"eval_{metric}")
     teacher_steps, teacher_values = _series(history, f"eval_teacher_{metric}")
     kl_steps, kl_values = _series(history, "kl_student_teacher")
+    distill_steps, distill_values = _series(history, "student_distill_loss")
     beta_steps, beta_values = _series(history, "prokt_beta")
-    if not student_steps and not kl_steps:
+    if not student_steps and not kl_steps and not distill_steps:
         raise ValueError(
-            f"the log history has no eval_{metric} and no kl_student_teacher to draw: evaluate during training "
-            "(eval_strategy='steps' or 'epoch') with a compute_metrics, and log at least once."
+            f"the log history has no eval_{metric} and no kl_student_teacher or student_distill_loss to draw: "
+            "evaluate during training (eval_strategy='steps' or 'epoch') with a compute_metrics, and log at least "
+            "once."
         )
 
-    figure, (top, bottom) = plt.subplots(2, 1, figsize=(7, 6), sharex=True, height_ratios=(3, 2))
+    if kl_steps or distill_steps:
+        figure, (top, bottom) = plt.subplots(2, 1, figsize=(7, 6), sharex=True, height_ratios=(3, 2))
+    else:
+        figure, top = plt.subplots(1, 1, figsize=(7, 4))
+        bottom = top
     if student_steps:
         top.plot(student_steps, student_values, marker="o", label=f"student {metric}")
     if teacher_steps:
@@ -93,12 +101,12 @@ def plot_training(source, output_path: str | os.PathLike | None = None, metric: 
     top.legend(loc="best")
 
     if kl_steps:
-        bottom.plot(kl_steps, kl_values, color="tab:red", label="KL(student || teacher)")
-        bottom.set_ylabel("KL")
+        bottom.plot(kl_steps, kl_values, color="tab:red", label="KL(student || teacher), teacher's term")
+    if distill_steps:
+        bottom.plot(distill_steps, distill_values, color="tab:orange", label="KL(teacher || student), student's term")
+    if kl_steps or distill_steps:
+        bottom.set_ylabel("T² · KL (MSE for regression)")
         bottom.legend(loc="upper left")
-    else:
-        bottom.text(0.5, 0.5, "no kl_student_teacher logged (strategy kd or finetune)", ha="center",
-                    va="center", transform=bottom.transAxes)
     if beta_steps:
         twin = bottom.twinx()
         twin.plot(beta_steps, beta_values, color="tab:purple", linestyle="--", label="dual beta")

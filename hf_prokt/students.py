@@ -60,7 +60,10 @@ def student_from_teacher(teacher: nn.Module, num_layers: int, layers: Sequence[i
 
     Returns:
         A new model of the teacher's class, in the teacher's dtype and on its device, whose student
-        layer ``i`` equals teacher layer ``layers[i]`` and whose other weights equal the teacher's.
+        layer ``i`` equals teacher layer ``layers[i]`` and whose other weights equal the teacher's. Its
+        config records how it was made: ``config.student_from_teacher = {"teacher": <teacher's name or
+        path>, "teacher_num_layers": ..., "teacher_layers": layers}`` (saved in config.json; the model
+        card reads it).
     """
     config = copy.deepcopy(teacher.config)
     key = _layer_count_key(config)
@@ -91,6 +94,9 @@ def student_from_teacher(teacher: nn.Module, num_layers: int, layers: Sequence[i
         if not pattern.fullmatch(name):
             student_state[name] = tensor
 
+    # Recorded in the student's config.json (and read by the model card): how the student was made.
+    config.student_from_teacher = {"teacher": getattr(teacher.config, "_name_or_path", None) or None,
+                                   "teacher_num_layers": num_teacher_layers, "teacher_layers": layers}
     student = type(teacher)(config)
     student.to(device=next(teacher.parameters()).device, dtype=next(teacher.parameters()).dtype)
     missing, unexpected = student.load_state_dict(student_state, strict=False)

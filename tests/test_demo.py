@@ -6,6 +6,7 @@ import json
 
 import numpy as np
 import pytest
+import torch
 
 from hf_prokt.cli import main
 from hf_prokt.demo import RESULTS_NAME, load_digits_splits
@@ -50,6 +51,22 @@ def test_demo_command_prints_one_row_per_strategy_and_writes_results(tmp_path, c
             assert _in_unit_interval(result["teacher_accuracy"])
             assert float(row[2]) == pytest.approx(result["teacher_accuracy"], abs=1e-4)
     assert 0 < results["kd"]["teacher_wall_time_s"] < results["kd"]["wall_time_s"]
+
+
+def test_demo_gives_the_same_results_run_after_run_with_its_thread_count(tmp_path, capsys):
+    threads_before = torch.get_num_threads()
+    reports = []
+    for name in ("first", "second"):
+        assert main(["demo", "--output-dir", str(tmp_path / name), *QUICK, "--strategies", "kd", "prokt",
+                     "--threads", "1"]) == 0
+        assert "seed 0, 1 torch thread(s)" in capsys.readouterr().out
+        reports.append(json.loads((tmp_path / name / RESULTS_NAME).read_text()))
+    assert torch.get_num_threads() == threads_before  # the demo's thread count is its own
+    first, second = (report["results"] for report in reports)
+    assert reports[0]["settings"]["torch_threads"] == 1
+    for strategy in ("kd", "prokt"):
+        for key in ("student_accuracy", "teacher_accuracy", "student_eval_loss"):
+            assert first[strategy][key] == second[strategy][key], (strategy, key)
 
 
 def test_demo_plot_saves_the_prokt_curves(tmp_path):

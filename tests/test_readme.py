@@ -14,7 +14,13 @@ def test_readme_example_runs(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     namespace = {}
     exec(compile(blocks[0], "README.md", "exec"), namespace)
-    assert "eval_teacher_loss" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "eval_teacher_loss" in printed
+    # It logs what its comment says, at every logging step: 256 examples, batch 8, 2 epochs = 64 steps.
+    training_logs = [line for line in printed.splitlines() if "'teacher_loss'" in line]
+    assert len(training_logs) == 64 // namespace["args"].logging_steps == 4
+    for key in ("'loss'", "'kl_student_teacher'", "'learning_rate'", "'teacher_learning_rate'"):
+        assert all(key in line for line in training_logs), key
     student = AutoModelForSequenceClassification.from_pretrained(tmp_path / "distilled")
     assert student.config.num_hidden_layers == 2
     assert not (tmp_path / "distilled" / "teacher").exists()

@@ -297,3 +297,85 @@ def test_student_init_from_end_to_end_and_its_refusals(run_glue, model_dirs, tmp
     assert 0.0 <= results["eval_accuracy"] <= 1.0
     student = AutoModelForSequenceClassification.from_pretrained(tmp_path / "out")
     assert student.config.num_hidden_layers == 2 and student.config.id2label == {0: "0", 1: "1"}
+
+
+def test_an_unseen_label_in_the_validation_file_is_refused_before_anything_is_written(run_glue, model_dirs, tmp_path):
+    train, _ = single_sentence_files(tmp_path)
+    rng = random.Random(5)
+    dev = write_tsv(tmp_path / "dev.tsv", ["sentence", "label"],
+                    [(sentence(rng), label) for label in (0, 1, 2, 1, 2)])
+    with pytest.raises(ValueError, match=r"dev\.tsv: label 2 at row 3 \(not counting the header\); 1 more row\(s\) "
+                                         r"too, e\.g\. 5 is not one of the labels \[0, 1\] of .*train\.tsv"):
+        run_glue.main(common_args(tmp_path, train_file=train, validation_file=dev, strategy="finetune",
+                                  model_name_or_path=model_dirs["student"]))
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_missing_label_is_refused_but_an_unlabelled_test_file_is_not(run_glue, tmp_path):
+    train, dev = single_sentence_files(tmp_path)
+    holed = tmp_path / "holed.csv"
+    holed.write_text("sentence,label\nw1 w2,yes\nw3,\nw4,no\n")
+    with pytest.raises(ValueError, match=r"holed\.csv: row 2 \(not counting the header\) has no 'label' label"):
+        run_glue.main(common_args(tmp_path, train_file=str(holed), strategy="finetune", model_name_or_path="none"))
+    datasets_ = __import__("datasets")
+    raw = datasets_.DatasetDict({"train": datasets_.Dataset.from_dict({"label": [0, 1]}),
+                                 "test": datasets_.Dataset.from_dict({"label": [-1, None, 1]})})
+    data_args = run_glue.DataTrainingArguments(task_name="sst2")
+    run_glue.check_labels(data_args, raw, {0: "negative", 1: "positive"}, {"train": "t", "test": "u"})
+    raw["validation"] = datasets_.Dataset.from_dict({"label": [0, -1]})
+    with pytest.raises(ValueError, match="v: label -1 at row 2"):
+        run_glue.check_labels(data_args, raw, {0: "negative", 1: "positive"}, {"train": "t", "validation": "v"})
+
+
+def test_a_student_with_a_smaller_vocabulary_is_named_as_the_mismatch(run_glue, model_dirs, tmp_path):
+    small = tiny_bert(layers=2, seed=1)
+    small.resize_token_embeddings(VOCAB_SIZE - 10)
+    small.save_pretrained(tmp_path / "small")
+    AutoTokenizer.from_pretrained(model_dirs["student"]).save_pretrained(tmp_path / "small")
+    train, dev = single_sentence_files(tmp_path)
+    with pytest.raises(ValueError, match=rf"student's vocabulary has {VOCAB_SIZE - 10} tokens but the teacher's has "
+                                         rf"{VOCAB_SIZE}"):
+        run_glue.main(common_args(tmp_path, train_file=train, validation_file=dev, strategy="kd",
+                                  teacher_model_name_or_path=model_dirs["teacher"],
+                                  model_name_or_path=str(tmp_path / "small")))
+    assert not (tmp_path / "out").exists()
+
+
+def test_kd_card_is_written_after_the_final_evaluation_and_names_data_and_student(run_glue, model_dirs, tmp_path):
+    from huggingface_hub import ModelCard
+
+    train, dev = single_sentence_files(tmp_path)
+    run_glue.main(common_args(tmp_path, train_file=train, validation_file=dev, strategy="kd",
+                              teacher_model_name_or_path=model_dirs["teacher"], student_num_layers=2))
+    out = tmp_path / "out"
+    card = ModelCard.load(out / "README.md")
+    eval_results = json.loads((out / "eval_results.json").read_text())
+    (accuracy,) = [r for r in card.data.eval_results if r.metric_type == "accuracy"]
+    assert accuracy.metric_value == pytest.approx(eval_results["eval_accuracy"])
+    assert "unknown dataset" not in card.text and "from scratch" not in card.text
+    assert "on train.tsv" in card.text
+    assert "2 of the teacher's 4 layers (0, 2)" in card.text
+    config = json.loads((out / "config.json").read_text())
+    assert config["student_from_teacher"] == {"teacher": model_dirs["teacher"], "teacher_num_layers": 4,
+                                              "teacher_layers": [0, 2]}
+
+
+def test_the_last_in_training_evaluation_is_not_repeated(run_glue, model_dirs, tmp_path, monkeypatch):
+    calls = []
+    evaluate = run_glue.ProKTTrainer.evaluate
+    monkeypatch.setattr(run_glue.ProKTTrainer, "evaluate",
+                        lambda self, *args, **kwargs: calls.append(self.state.global_step) or evaluate(
+                            self, *args, **kwargs))
+    train, dev = single_sentence_files(tmp_path)
+    common = dict(train_file=train, validation_file=dev, teacher_model_name_or_path=model_dirs["teacher"],
+                  student_num_layers=2, eval_strategy="steps")
+    results = run_glue.main(common_args(tmp_path, eval_steps=3, **common))  # evaluated at steps 3 and 6 (the last)
+    assert calls == [3, 6]
+    state = json.loads((tmp_path / "out" / "trainer_state.json").read_text())
+    last = [entry for entry in state["log_history"] if "eval_accuracy" in entry][-1]
+    assert last["step"] == 6 and results["eval_accuracy"] == last["eval_accuracy"]
+    assert results["eval_teacher_accuracy"] == last["eval_teacher_accuracy"] and results["eval_samples"] == 16
+
+    calls.clear()
+    run_glue.main(common_args(tmp_path, eval_steps=4, output_dir=str(tmp_path / "out2"), **common))
+    assert calls == [4, 6]  # the last step was not evaluated during training: evaluated at the end

@@ -13,7 +13,8 @@ from tests.test_training import accuracy
 def run(tmp_path, **overrides):
     data = toy_dataset(32)
     args = make_args(tmp_path, max_steps=6, eval_strategy="steps", eval_steps=2, logging_steps=2, **overrides)
-    trainer = ProKTTrainer(model=tiny_bert(seed=1), teacher_model=tiny_bert(layers=3, seed=2), args=args,
+    teacher = None if args.strategy == "finetune" else tiny_bert(layers=3, seed=2)
+    trainer = ProKTTrainer(model=tiny_bert(seed=1), teacher_model=teacher, args=args,
                            train_dataset=data, eval_dataset=data, compute_metrics=accuracy)
     trainer.train()
     return trainer
@@ -52,6 +53,20 @@ def test_plot_from_a_real_run_and_from_its_saved_state(tmp_path):
     plot_training(tmp_path / "out", tmp_path / "from_state.png")
     assert (tmp_path / "from_state.png").stat().st_size > 10_000
     assert default_metric(trainer.state.log_history) == "accuracy"
+
+
+def test_plot_lower_panel_shows_the_student_kd_term_for_kd_and_is_dropped_for_finetune(tmp_path):
+    trainer = run(tmp_path, strategy="kd")
+    figure = plot_training(trainer.state.log_history)
+    assert len(figure.axes) == 2
+    (line,) = figure.axes[1].get_lines()
+    logged = [(entry["step"], entry["student_distill_loss"]) for entry in trainer.state.log_history
+              if "student_distill_loss" in entry]
+    assert len(logged) == 3 and list(zip(line.get_xdata(), line.get_ydata())) == logged
+
+    trainer = run(tmp_path / "finetune", strategy="finetune")
+    figure = plot_training(trainer.state.log_history)
+    assert len(figure.axes) == 1 and len(figure.axes[0].get_lines()) == 1  # the student's accuracy alone
 
 
 def test_plot_refuses_a_history_with_nothing_to_draw(tmp_path):

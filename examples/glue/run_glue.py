@@ -18,7 +18,6 @@ Outputs follow the `transformers` text-classification example: `train_results.js
 
 from __future__ import annotations
 
-import csv
 import logging
 import os
 import sys
@@ -45,6 +44,9 @@ from hf_prokt import (
     student_from_teacher,
 )
 from hf_prokt.arguments import parse_config_and_flags
+from hf_prokt.checkpoints import check_output_dir, clear_previous_run, resolve_resume_checkpoint
+from hf_prokt.compatibility import check_distillation_pair
+from hf_prokt.data_files import file_format, header_of, load_data_files
 from hf_prokt.metrics import GLUE_TASKS, classification_metrics, compute_glue_metrics, regression_metrics
 
 logger = logging.getLogger(__name__)
@@ -134,6 +136,11 @@ class DataTrainingArguments:
                           "training data and preprocessing reuse them and train without running the teacher. A "
                           "cache made from another teacher or other data is refused."},
     )
+    overwrite_output_dir: bool = field(
+        default=False,
+        metadata={"help": "Train into an output_dir that holds an earlier run: its checkpoints, results, plot and "
+                          "model are deleted first (without this flag, or --resume_from_checkpoint, it is refused)."},
+    )
 
     def __post_init__(self):
         if self.task_name is not None:
@@ -144,22 +151,31 @@ class DataTrainingArguments:
             raise ValueError("Give --task_name, or --train_file / --validation_file.")
 
 
+def local_files(data_args: DataTrainingArguments) -> dict[str, str]:
+    return {split: path for split, path in (("train", data_args.train_file), ("validation", data_args.validation_file),
+                                            ("test", data_args.test_file)) if path}
+
+
+def required_columns(data_args: DataTrainingArguments, split: str, path: str) -> list[str]:
+    """The columns the header row of a CSV/TSV ``path`` must name: the text column(s) and, except in the test
+    file, the label column."""
+    if data_args.text_columns:
+        names = [name.strip() for name in data_args.text_columns.split(",") if name.strip()]
+    elif data_args.task_name:
+        names = [name for name in GLUE_TASKS[data_args.task_name].sentence_keys if name]
+    elif file_format(path) != "json" and {"sentence1", "sentence2"} <= set(header_of(path)):
+        names = ["sentence1", "sentence2"]
+    else:
+        names = ["sentence"]
+    return names + ([data_args.label_column] if split != "test" else [])
+
+
 def read_local_files(data_args: DataTrainingArguments, cache_dir: str | None) -> datasets.DatasetDict:
-    """CSV, TSV (GLUE's own files: tab-separated, quotes literal) or JSON(L) files as a DatasetDict."""
-    files = {split: path for split, path in (("train", data_args.train_file), ("validation", data_args.validation_file),
-                                               ("test", data_args.test_file)) if path}
-    extensions = {os.path.splitext(path)[1].lower() for path in files.values()}
-    if len(extensions) != 1:
-        raise ValueError(f"--train_file/--validation_file/--test_file must share one format, got {sorted(extensions)}.")
-    extension = extensions.pop()
-    if extension == ".tsv":
-        return datasets.load_dataset("csv", data_files=files, delimiter="\t", quoting=csv.QUOTE_NONE,
-                                     cache_dir=cache_dir)
-    if extension == ".csv":
-        return datasets.load_dataset("csv", data_files=files, cache_dir=cache_dir)
-    if extension in (".json", ".jsonl"):
-        return datasets.load_dataset("json", data_files=files, cache_dir=cache_dir)
-    raise ValueError(f"unsupported data file type {extension!r}: use .csv, .tsv, .json or .jsonl.")
+    """CSV, TSV (GLUE's own files: tab-separated, quotes literal) or JSON(L) files as a DatasetDict; a file that
+    is empty, header-only, without a header row or not UTF-8 is refused in one line (`hf_prokt.data_files`)."""
+    files = local_files(data_args)
+    required = {split: required_columns(data_args, split, path) for split, path in files.items()}
+    return load_data_files(files, required, columns_hint="--text_columns / --label_column", cache_dir=cache_dir)
 
 
 def load_raw_data(data_args: DataTrainingArguments, model_args: ModelArguments) -> datasets.DatasetDict:
@@ -208,7 +224,45 @@ def label_setup(data_args: DataTrainingArguments, raw: datasets.DatasetDict) -> 
         return False, dict(enumerate(feature.names))
     if task is not None:
         return False, dict(enumerate(task.label_names))
-    return False, {value: str(value) for value in sorted(raw[split].unique(data_args.label_column))}
+    values = [value for value in raw[split].unique(data_args.label_column) if value is not None]  # see check_labels
+    return False, {value: str(value) for value in sorted(values)}
+
+
+def data_sources(data_args: DataTrainingArguments, raw: datasets.DatasetDict) -> dict[str, str]:
+    """How to name each split in a message: its file, or the split of the Hub dataset."""
+    files = local_files(data_args)
+    return {split: files.get(split) or f"the {split} split of nyu-mll/glue ({data_args.task_name})" for split in raw}
+
+
+def check_labels(data_args: DataTrainingArguments, raw: datasets.DatasetDict, value_to_name: dict | None,
+                 sources: dict[str, str]) -> None:
+    """Refuse, before training, a split with a label outside the label list (a class absent from the training
+    file would be mapped to no class) or a missing label. Test splits may leave rows unlabelled (-1 or empty)."""
+    column = data_args.label_column
+    reference = sources.get("train" if "train" in raw else "validation")
+    for split, dataset in raw.items():
+        if column not in dataset.column_names:
+            continue
+        unlabelled_ok = split.startswith("test")
+        bad = []
+        for row, value in enumerate(dataset[column]):
+            if unlabelled_ok and (value is None or value == -1):
+                continue
+            if value is None or (value_to_name is not None and value not in value_to_name):
+                bad.append((row, value))
+        if not bad:
+            continue
+        row, value = bad[0]
+        others = f"; {len(bad) - 1} more row(s) too, e.g. {', '.join(str(r + 1) for r, _ in bad[1:4])}" if len(
+            bad) > 1 else ""
+        where = f"row {row + 1} (not counting the header){others}"
+        if value is None:
+            raise ValueError(f"{sources[split]}: {where} has no {column!r} label. Fill it in or remove the row.")
+        raise ValueError(
+            f"{sources[split]}: label {value!r} at {where} is not one of the labels {list(value_to_name)} of "
+            f"{reference}. Every label must occur in the training data: add examples of it there, or remove "
+            "those rows."
+        )
 
 
 def align_with_teacher_labels(label_names: list[str], teacher_config) -> list[str]:
@@ -281,6 +335,10 @@ def parse_arguments(argv: list[str]):
 def main(argv: list[str] | None = None) -> dict:
     model_args, data_args, training_args = parse_arguments(sys.argv[1:] if argv is None else argv)
     check_compression_arguments(model_args, data_args, training_args)
+    resume_from = None
+    if training_args.do_train:
+        resume_from = resolve_resume_checkpoint(training_args.resume_from_checkpoint, training_args.output_dir)
+        check_output_dir(training_args.output_dir, data_args.overwrite_output_dir, resume_from)
 
     logging.basicConfig(format="%(asctime)s - %(levelname)s - %(name)s - %(message)s", level=logging.INFO
                         if training_args.should_log else logging.WARNING)
@@ -291,6 +349,7 @@ def main(argv: list[str] | None = None) -> dict:
     reference_split = "train" if "train" in raw else "validation"
     first, second = text_columns(data_args, raw[reference_split].column_names)
     is_regression, value_to_name = label_setup(data_args, raw)
+    check_labels(data_args, raw, value_to_name, data_sources(data_args, raw))
     label_names = list(value_to_name.values()) if value_to_name else None
     if model_args.teacher_model_name_or_path and label_names and not (
             training_args.strategy == "finetune" and not model_args.student_num_layers):
@@ -306,6 +365,7 @@ def main(argv: list[str] | None = None) -> dict:
     tokenizer_source = (model_args.tokenizer_name or model_args.teacher_model_name_or_path
                         or model_args.student_init_from or model_args.model_name_or_path)
     tokenizer = AutoTokenizer.from_pretrained(tokenizer_source, cache_dir=model_args.cache_dir, token=model_args.token)
+    check_distillation_pair(student, teacher, training_args.strategy)  # a vocabulary mismatch is the pair's first
     if len(tokenizer) > student.config.vocab_size:
         raise ValueError(f"the tokenizer has {len(tokenizer)} tokens but the student's vocabulary only "
                          f"{student.config.vocab_size}: use the models' own tokenizer (--tokenizer_name).")
@@ -363,9 +423,15 @@ def main(argv: list[str] | None = None) -> dict:
         data_collator=data_collator,
     )
 
+    if training_args.do_train and data_args.overwrite_output_dir:  # every check passed: now replace the old run
+        if trainer.is_world_process_zero():
+            for path in clear_previous_run(training_args.output_dir):
+                logger.info(f"--overwrite_output_dir: removed {path}")
+        trainer.accelerator.wait_for_everyone()
+
     results = {}
     if training_args.do_train:
-        train_result = trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
+        train_result = trainer.train(resume_from_checkpoint=resume_from)
         metrics = {**train_result.metrics, "train_samples": len(train_dataset)}
         if model_args.measure_compression:  # before save_model, so that the card carries the figures
             results.update(measure(trainer, teacher, train_dataset, data_collator, model_args))
@@ -376,7 +442,9 @@ def main(argv: list[str] | None = None) -> dict:
         results.update(metrics)
     for name, dataset in eval_splits.items():
         prefix = "eval" if name == "validation" else "eval_mm"
-        metrics = {**trainer.evaluate(eval_dataset=dataset, metric_key_prefix=prefix),
+        evaluated = (last_evaluation_at_final_step(trainer, prefix) if name == "validation" and
+                     training_args.do_train else None)
+        metrics = {**(evaluated or trainer.evaluate(eval_dataset=dataset, metric_key_prefix=prefix)),
                    f"{prefix}_samples": len(dataset)}
         trainer.log_metrics("eval", metrics)
         trainer.save_metrics("eval", metrics, combined=True)
@@ -384,6 +452,9 @@ def main(argv: list[str] | None = None) -> dict:
     if model_args.measure_compression and not training_args.do_train:
         results.update(measure(trainer, teacher, eval_splits.get("validation") or processed["train"],
                                data_collator, model_args))
+    card = card_arguments(data_args, model_args)
+    if training_args.do_train:  # after the final evaluation, so that the card carries its metrics
+        trainer.create_model_card(**card)
     if data_args.plot and trainer.is_world_process_zero():
         from hf_prokt.plot import plot_training
 
@@ -394,8 +465,7 @@ def main(argv: list[str] | None = None) -> dict:
     for name, dataset in predict_splits.items():
         write_predictions(trainer, dataset, name, data_args.task_name or "custom", is_regression, label_names)
     if training_args.push_to_hub:
-        trainer.push_to_hub(finetuned_from=model_args.model_name_or_path or model_args.teacher_model_name_or_path,
-                            tasks="text-classification", dataset=data_args.task_name or "custom")
+        trainer.push_to_hub(**card)
     return results
 
 
@@ -450,6 +520,36 @@ def measure(trainer, teacher, dataset, data_collator, model_args) -> dict:
     metrics = report.to_dict()
     trainer.save_metrics("compression", metrics, combined=True)
     return metrics
+
+
+def card_arguments(data_args: DataTrainingArguments, model_args: ModelArguments) -> dict:
+    """What the model card says about the data and the starting point: the GLUE task (with its Hub dataset) or
+    the training file's name."""
+    local = data_args.train_file or data_args.validation_file
+    task = data_args.task_name
+    if local:
+        dataset = os.path.basename(local) + (f" (GLUE {task.upper()})" if task else "")
+    else:
+        dataset = f"GLUE {task.upper()}"
+    card = {"dataset": dataset, "tasks": "text-classification",
+            "finetuned_from": model_args.model_name_or_path or model_args.teacher_model_name_or_path}
+    if task and not local:
+        card.update(dataset_tags="nyu-mll/glue", dataset_args=task)
+    return card
+
+
+def last_evaluation_at_final_step(trainer, prefix: str) -> dict | None:
+    """The validation metrics of the evaluation run at the last training step, when there was one and the final
+    model is that step's (no best model reloaded): evaluating again would only repeat it."""
+    if trainer.args.load_best_model_at_end:
+        return None
+    for entry in reversed(trainer.state.log_history):
+        if f"{prefix}_loss" in entry:
+            if entry.get("step") != trainer.state.global_step:
+                return None
+            return {key: value for key, value in entry.items() if key.startswith(f"{prefix}_")} | {
+                "epoch": entry.get("epoch")}
+    return None
 
 
 def _custom_metrics(is_regression: bool, num_labels: int):

@@ -43,6 +43,7 @@ from transformers import (
 
 from hf_prokt import ProKTTrainer, ProKTTrainingArguments, load_or_cache_teacher_logits, measure_compression
 from hf_prokt.arguments import parse_config_and_flags
+from hf_prokt.checkpoints import check_output_dir, clear_previous_run, resolve_resume_checkpoint
 from hf_prokt.metrics import compute_image_classification_metrics
 from hf_prokt.vision import (
     AUGMENTATIONS,
@@ -139,6 +140,11 @@ class DataTrainingArguments:
                   "images. The first run preprocesses the images once (stored as pixel values: mind the disk for "
                   "large images), computes the logits and saves both there; later runs with the same teacher and "
                   "data reuse them. A cache made from another teacher or other data is refused."},
+    )
+    overwrite_output_dir: bool = field(
+        default=False,
+        metadata={"help": "Train into an output_dir that holds an earlier run: its checkpoints, results, plot and "
+                  "model are deleted first (without this flag, or --resume_from_checkpoint, it is refused)."},
     )
 
     def __post_init__(self):
@@ -301,6 +307,10 @@ def main(argv: list[str] | None = None) -> dict:
                          f"{training_args.strategy!r}. Remove it, or use --strategy kd.")
     if model_args.measure_compression and training_args.strategy == "finetune":
         raise ValueError("--measure_compression compares the student with its teacher: use --strategy kd or prokt.")
+    resume_from = None
+    if training_args.do_train:
+        resume_from = resolve_resume_checkpoint(training_args.resume_from_checkpoint, training_args.output_dir)
+        check_output_dir(training_args.output_dir, data_args.overwrite_output_dir, resume_from)
     # The images are transformed on the fly: the Trainer must not drop the image column first.
     training_args.remove_unused_columns = False
 
@@ -357,9 +367,15 @@ def main(argv: list[str] | None = None) -> dict:
         compute_metrics=compute_image_classification_metrics(len(names)),
     )
 
+    if training_args.do_train and data_args.overwrite_output_dir:  # every check passed: now replace the old run
+        if trainer.is_world_process_zero():
+            for path in clear_previous_run(training_args.output_dir):
+                logger.info(f"--overwrite_output_dir: removed {path}")
+        trainer.accelerator.wait_for_everyone()
+
     results = {}
     if training_args.do_train:
-        train_result = trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
+        train_result = trainer.train(resume_from_checkpoint=resume_from)
         metrics = {**train_result.metrics, "train_samples": len(train_dataset)}
         if model_args.measure_compression:  # before save_model, so that the card carries the figures
             results.update(measure(trainer, teacher, train_dataset, model_args))
@@ -375,15 +391,19 @@ def main(argv: list[str] | None = None) -> dict:
         trainer.log_metrics("eval", metrics)
         trainer.save_metrics("eval", metrics, combined=True)
         results.update(metrics)
-    dataset_label = data_args.dataset_name or ("digits" if data_args.uses_digits else "imagefolder")
+    dataset_label = data_args.dataset_name or ("scikit-learn digits" if data_args.uses_digits else
+                                               f"the image folders {data_args.train_dir or data_args.validation_dir}")
+    card = {"dataset": dataset_label, "tasks": "image-classification",
+            "finetuned_from": model_args.model_name_or_path or model_args.teacher_model_name_or_path}
+    if training_args.do_train:  # after the final evaluation, so that the card carries its metrics
+        trainer.create_model_card(**card)
     if data_args.plot and trainer.is_world_process_zero():
         from hf_prokt.plot import plot_training
 
         plot_training(trainer.state.log_history, os.path.join(training_args.output_dir, "training_curves.png"),
                       metric="accuracy", title=f"{training_args.strategy} on {dataset_label}")
     if training_args.push_to_hub:
-        trainer.push_to_hub(finetuned_from=model_args.model_name_or_path or model_args.teacher_model_name_or_path,
-                            tasks="image-classification", dataset=dataset_label)
+        trainer.push_to_hub(**card)
     return results
 
 

@@ -1,0 +1,139 @@
+"""Read local CSV / TSV / JSON(L) data files with `datasets`, and say in one line what is wrong with a bad one.
+
+`datasets.load_dataset` reports an empty file, a header-only file or a file that is not UTF-8 as a
+``DatasetGenerationError`` with the cause deep in a chained traceback, and a file without a header row as
+a cast error about columns. `load_data_files` checks each file first (reading it once) and raises `DataFileError`,
+naming the file and the cause (for an encoding error, the byte offset), before anything is trained or written.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+from collections.abc import Mapping, Sequence
+
+import datasets
+
+TSV_OPTIONS = {"delimiter": "\t", "quoting": csv.QUOTE_NONE}  # GLUE's own files: tab-separated, quotes literal
+_CHUNK = 1 << 20
+
+
+class DataFileError(ValueError):
+    """A data file that cannot be read as it is; the message names the file, the cause and the fix."""
+
+
+def file_format(path: str) -> str:
+    """``"csv"``, ``"tsv"`` or ``"json"`` from the file's extension (``.jsonl`` is JSON lines)."""
+    extension = os.path.splitext(path)[1].lower()
+    formats = {".csv": "csv", ".tsv": "tsv", ".json": "json", ".jsonl": "json"}
+    if extension not in formats:
+        raise DataFileError(f"{path}: unsupported data file type {extension!r}; use .csv, .tsv, .json or .jsonl.")
+    return formats[extension]
+
+
+def first_non_utf8_byte(path: str) -> tuple[int, int] | None:
+    """``(offset, byte value)`` of the first byte of ``path`` that is not valid UTF-8, or None (read in chunks)."""
+    offset, pending = 0, b""
+    with open(path, "rb") as f:
+        while True:
+            chunk = f.read(_CHUNK)
+            data = pending + chunk
+            if not data:
+                return None
+            try:
+                data.decode("utf-8")
+            except UnicodeDecodeError as error:
+                # A character cut by the chunk boundary: carry its bytes over to the next chunk.
+                if chunk and error.end == len(data) and error.reason == "unexpected end of data":
+                    offset, pending = offset + error.start, data[error.start:]
+                    continue
+                return offset + error.start, data[error.start]
+            if not chunk:
+                return None
+            offset, pending = offset + len(data), b""
+
+
+def _first_lines(path: str, count: int) -> list[str]:
+    """The first ``count`` non-blank lines (fewer when the file has fewer), newline stripped."""
+    lines = []
+    with open(path, encoding="utf-8", errors="replace", newline="") as f:
+        for line in f:
+            if line.strip():
+                lines.append(line.rstrip("\r\n"))
+                if len(lines) == count:
+                    break
+    return lines
+
+
+def header_of(path: str) -> list[str]:
+    """The column names in the first line of a CSV or TSV file."""
+    lines = _first_lines(path, 1)
+    if not lines:
+        return []
+    if file_format(path) == "tsv":
+        return lines[0].split("\t")
+    return next(csv.reader([lines[0]]))
+
+
+def check_data_file(path: str, required_columns: Sequence[str] = (), columns_hint: str | None = None) -> None:
+    """Raise `DataFileError` when ``path`` is missing, empty or not UTF-8, or (CSV/TSV) has only a header or a
+    first line without ``required_columns``.
+
+    Args:
+        path: a .csv, .tsv, .json or .jsonl file.
+        required_columns: column names the first line of a CSV/TSV file must hold.
+        columns_hint: how the user names those columns (e.g. ``"--text_columns / --label_column"``), for the
+            message.
+    """
+    if not os.path.isfile(path):
+        raise DataFileError(f"{path}: no such file.")
+    kind = file_format(path)
+    lines = _first_lines(path, 2)
+    if not lines:
+        raise DataFileError(f"{path} is empty: it needs {'a header row and ' if kind != 'json' else ''}"
+                            "at least one example.")
+    bad = first_non_utf8_byte(path)  # the JSON reader would not even notice
+    if bad is not None:
+        offset, value = bad
+        raise DataFileError(
+            f"{path} is not UTF-8 text: byte 0x{value:02x} at offset {offset} is invalid. Save it as UTF-8 "
+            "(e.g. iconv -f latin1 -t utf-8)."
+        )
+    if kind == "json":
+        return
+    header = header_of(path)
+    missing = [name for name in required_columns if name not in header]
+    if missing:
+        separator = "<TAB>" if kind == "tsv" else ","
+        raise DataFileError(
+            f"{path}: the first line {header} does not name the column(s) {missing}. The first line must be a "
+            f"header row naming every column (e.g. '{separator.join(required_columns)}')"
+            + (f"; or set {columns_hint} to the names it has." if columns_hint else ".")
+        )
+    if len(lines) < 2:
+        separator = "<TAB>" if kind == "tsv" else ","
+        raise DataFileError(f"{path} holds a header row ({separator.join(header)}) but no examples.")
+
+
+def load_data_files(files: Mapping[str, str], required_columns: Mapping[str, Sequence[str]] | None = None,
+                    columns_hint: str | None = None, cache_dir: str | None = None) -> datasets.DatasetDict:
+    """Local data files as a `DatasetDict`, one split per file (``{"train": "train.tsv", ...}``).
+
+    All files share one format: ``.tsv`` (tab-separated, quotes literal, as GLUE ships its files), ``.csv``, or
+    ``.json`` / ``.jsonl``. Each file is checked first (`check_data_file`, with ``required_columns[split]``), and
+    a failure of `datasets` is re-raised as one `DataFileError` naming the file and the cause.
+    """
+    kinds = {file_format(path) for path in files.values()}
+    if len(kinds) != 1:
+        raise DataFileError(f"the data files {sorted(files.values())} must share one format (.csv, .tsv or .json).")
+    kind = kinds.pop()
+    for split, path in files.items():
+        check_data_file(path, (required_columns or {}).get(split, ()), columns_hint)
+    builder, options = {"tsv": ("csv", TSV_OPTIONS), "csv": ("csv", {}), "json": ("json", {})}[kind]
+    try:
+        return datasets.load_dataset(builder, data_files=dict(files), cache_dir=cache_dir, **options)
+    except Exception as error:
+        cause = error
+        while cause.__cause__ is not None or cause.__context__ is not None:
+            cause = cause.__cause__ or cause.__context__
+        raise DataFileError(f"could not read {', '.join(files.values())}: {type(cause).__name__}: {cause}") from error

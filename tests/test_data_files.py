@@ -1,0 +1,90 @@
+"""Bad data files are refused in one line that names the file and the cause, before anything is trained or
+written: `hf_prokt.data_files` directly, and through `examples/glue/run_glue.py`."""
+
+import json
+import random
+
+import pytest
+
+from hf_prokt import data_files
+from hf_prokt.data_files import DataFileError, first_non_utf8_byte, load_data_files
+from tests.test_run_glue import common_args, sentence, single_sentence_files, write_tsv
+
+
+@pytest.fixture(scope="module")
+def run_glue():
+    from tests.test_run_glue import load_script
+
+    return load_script()
+
+
+def refused(run_glue, tmp_path, match, **files):
+    """run_glue on ``files`` fails with one `ValueError` line matching ``match``, and writes nothing."""
+    argv = common_args(tmp_path, model_name_or_path=str(tmp_path / "no-model"), strategy="finetune", **files)
+    with pytest.raises(ValueError, match=match) as error:
+        run_glue.main(argv)
+    assert "\n" not in str(error.value)
+    assert not (tmp_path / "out").exists()
+    return error.value
+
+
+def test_files_without_a_header_row_are_refused_naming_the_columns(run_glue, tmp_path):
+    rng = random.Random(0)
+    rows = [(sentence(rng), rng.randrange(2)) for _ in range(8)]
+    train = tmp_path / "train.tsv"
+    train.write_text("".join(f"{text}\t{label}\n" for text, label in rows))
+    dev = tmp_path / "dev.tsv"
+    dev.write_text("".join(f"{text}\t{label}\n" for text, label in rows[:4]))
+    error = refused(run_glue, tmp_path, r"train\.tsv: the first line .* does not name the column\(s\) "
+                    r"\['sentence', 'label'\].*header row", train_file=str(train), validation_file=str(dev))
+    assert "sentence<TAB>label" in str(error) and "--text_columns / --label_column" in str(error)
+
+
+def test_a_test_file_needs_no_label_column_but_its_text_columns(run_glue, tmp_path):
+    train, dev = single_sentence_files(tmp_path)
+    test = write_tsv(tmp_path / "test.tsv", ["index", "text"], [(0, "w1 w2")])
+    refused(run_glue, tmp_path, r"test\.tsv: .*\['sentence'\]", train_file=train, validation_file=dev,
+            test_file=test)
+
+
+def test_empty_and_header_only_files(run_glue, tmp_path):
+    train, _ = single_sentence_files(tmp_path)
+    empty = tmp_path / "empty.tsv"
+    empty.write_text("")
+    refused(run_glue, tmp_path, r"empty\.tsv is empty", train_file=train, validation_file=str(empty))
+    header_only = tmp_path / "header_only.tsv"
+    header_only.write_text("sentence\tlabel\n\n")
+    refused(run_glue, tmp_path, r"header_only\.tsv holds a header row \(sentence<TAB>label\) but no examples",
+            train_file=str(header_only), validation_file=train)
+    empty_json = tmp_path / "empty.jsonl"
+    empty_json.write_text("\n")
+    with pytest.raises(DataFileError, match=r"empty\.jsonl is empty"):
+        load_data_files({"train": str(empty_json)})
+
+
+def test_a_file_that_is_not_utf8_is_refused_with_the_byte_offset(run_glue, tmp_path):
+    train, _ = single_sentence_files(tmp_path)
+    prefix = b"sentence\tlabel\nw1 w2\t0\ncaf"
+    dev = tmp_path / "dev_latin1.tsv"
+    dev.write_bytes(prefix + "\u00e9 w3\t1\n".encode("latin-1"))
+    refused(run_glue, tmp_path, rf"dev_latin1\.tsv is not UTF-8 text: byte 0xe9 at offset {len(prefix)} is invalid",
+            train_file=train, validation_file=str(dev))
+
+    json_file = tmp_path / "train.jsonl"
+    line = json.dumps({"sentence": "w1", "label": 0}).encode() + b"\n"
+    json_file.write_bytes(line + b'{"sentence": "\xff", "label": 1}\n')
+    with pytest.raises(DataFileError, match=rf"train\.jsonl is not UTF-8 text: byte 0xff at offset {len(line) + 14}"):
+        load_data_files({"train": str(json_file)}, cache_dir=str(tmp_path / "cache"))
+
+
+def test_first_non_utf8_byte_across_chunk_boundaries(tmp_path, monkeypatch):
+    monkeypatch.setattr(data_files, "_CHUNK", 3)
+    path = tmp_path / "f.txt"
+    text = "ab\u00e9\u20accd\U0001f600e".encode()  # 1-, 2-, 3- and 4-byte characters cut by 3-byte chunks
+    path.write_bytes(text)
+    assert first_non_utf8_byte(str(path)) is None
+    for boundary in (0, 1, 2, 4, 7, 8, 9, 13, 14):  # the characters' first bytes, and the end
+        path.write_bytes(text[:boundary] + b"\x80" + text[boundary:])
+        assert first_non_utf8_byte(str(path)) == (boundary, 0x80), boundary
+    path.write_bytes(text[:-2])  # the last character cut short: its first byte is the offending one
+    assert first_non_utf8_byte(str(path)) == (len(text) - 5, 0xF0)
