@@ -341,8 +341,13 @@ class ProKTTrainer(TeacherEvaluationMixin, Trainer):
         if self.args.strategy == "finetune" or not model.training:
             return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
         labels = inputs.get("labels")
-        student_outputs = model(**self._model_inputs(inputs), **self._intermediate_output_flags())
-        target = self._distillation_target(model, inputs, student_outputs)
+        if self._anchor_is_training_forward():
+            student_outputs = model(**self._model_inputs(inputs), **self._intermediate_output_flags())
+            target = self._distillation_target(model, inputs, student_outputs)
+        else:
+            # The targets first: the student's graph is then not alive during the teacher's passes.
+            target = self._distillation_target(model, inputs, None)
+            student_outputs = model(**self._model_inputs(inputs), **self._intermediate_output_flags())
 
         loss, parts = student_loss(
             student_outputs.logits, target.logits, labels, self.args.distill_alpha,
@@ -357,6 +362,11 @@ class ProKTTrainer(TeacherEvaluationMixin, Trainer):
             parts.update(intermediate_parts)
         self._record({f"student_{name}": value for name, value in parts.items()})
         return (loss, student_outputs) if return_outputs else loss
+
+    def _anchor_is_training_forward(self) -> bool:
+        """Whether this micro-batch's teacher step is anchored on the student's training forward (the train
+        anchor outside an accumulation window), which must then run before the teacher's passes."""
+        return self.args.strategy == "prokt" and self.args.prokt_anchor == "train" and not self._in_window
 
     def _distillation_target(self, model, inputs: dict, student_outputs) -> _Target:
         """The teacher outputs the student learns from on this micro-batch (steps 1-3 for ProKT)."""

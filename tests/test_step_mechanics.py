@@ -42,15 +42,15 @@ def test_passes_per_step(tmp_path, target, teacher_forwards, anchor):
     train(tmp_path, student, teacher, max_steps=3, prokt_target=target, prokt_anchor=anchor,
           recorders=(student_calls, teacher_calls))
 
-    # Per step: the student's training forward (graph, train mode) and, for the eval anchor, the anchor's
-    # forward (no graph, eval mode). With the train anchor the training forward's logits are the anchor.
+    # Per step: for the eval anchor, the anchor's forward (no graph, eval mode), then the student's training
+    # forward (graph, train mode). With the train anchor the training forward's logits are the anchor.
     student_forwards = 2 if anchor == "eval" else 1
     assert len(student_calls.calls) == 3 * student_forwards
     for step in range(3):
         calls = student_calls.calls[step * student_forwards:(step + 1) * student_forwards]
-        assert calls[0]["grad"] and calls[0]["training"]
+        assert calls[-1]["grad"] and calls[-1]["training"]
         if anchor == "eval":
-            assert not calls[1]["grad"] and not calls[1]["training"]
+            assert not calls[0]["grad"] and not calls[0]["training"]
     assert len(teacher_calls.calls) == 3 * teacher_forwards
     for step in range(3):
         calls = teacher_calls.calls[step * teacher_forwards:(step + 1) * teacher_forwards]
@@ -59,6 +59,27 @@ def test_passes_per_step(tmp_path, target, teacher_forwards, anchor):
             assert not calls[1]["grad"] and not calls[1]["training"]
     # No intermediate term is on: no model is asked for hidden states or attentions.
     assert not any(c["hidden"] or c["attentions"] for c in student_calls.calls + teacher_calls.calls)
+
+
+@pytest.mark.parametrize("strategy, anchor, step_passes", [
+    # The targets first: the student's graph is not alive while the teacher runs (a lower peak memory).
+    ("prokt", "eval", [("student", False, False), ("teacher", True, True), ("teacher", False, False),
+                       ("student", True, True)]),
+    ("kd", "eval", [("teacher", False, False), ("student", True, True)]),
+    # The training forward's logits are the anchor: it must come first, its graph alive through the teacher's step.
+    ("prokt", "train", [("student", True, True), ("teacher", True, True), ("teacher", False, False)]),
+])
+def test_order_of_the_passes(tmp_path, strategy, anchor, step_passes):
+    student, teacher = tiny_bert(seed=1), tiny_bert(layers=3, hidden=24, seed=2)
+    passes = []  # (model, grad enabled, train mode) of every forward, both models in one sequence
+    for name, model in (("student", student), ("teacher", teacher)):
+        model.register_forward_pre_hook(
+            lambda module, args, name=name: passes.append((name, torch.is_grad_enabled(), module.training)))
+    trainer = ProKTTrainer(model=student, teacher_model=teacher, train_dataset=toy_dataset(32),
+                           args=make_args(tmp_path, max_steps=2, strategy=strategy, prokt_anchor=anchor))
+    passes.clear()  # the construction probe
+    trainer.train()
+    assert passes == step_passes * 2
 
 
 def test_hidden_states_requested_only_when_needed(tmp_path):
