@@ -8,6 +8,7 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from hf_prokt import ProKTTrainer  # noqa: E402
+from hf_prokt.shutdown import end_process  # noqa: E402
 from tests.conftest import make_args, tiny_bert, toy_dataset  # noqa: E402
 
 
@@ -30,8 +31,4 @@ def main(output_dir: str, per_device_batch: int, extra: str) -> None:
 
 if __name__ == "__main__":
     main(sys.argv[1], int(sys.argv[2]), sys.argv[3] if len(sys.argv) > 3 else "")
-    # All work is written; the interpreter's teardown occasionally aborts in a native thread's destructor on
-    # gloo ("terminate called without an active exception"): skip it.
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(0)
+    end_process()

@@ -8,6 +8,7 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from hf_prokt.shutdown import end_process  # noqa: E402
 from tests.conftest import make_args, tiny_bert, toy_dataset  # noqa: E402
 from tests.fsdp_cpu import FSDP_CONFIG, CpuFsdpProKTTrainer  # noqa: E402
 
@@ -37,15 +38,8 @@ def main(output_dir: str, per_device_batch: int, mode: str, strategy: str, extra
                     "teacher": {k: v.cpu() for k, v in teacher_state.items()},
                     "world_size": trainer.args.world_size, "fsdp": trainer.is_fsdp_enabled, "metrics": metrics},
                    os.path.join(output_dir, "weights.pt"))
-    if torch.distributed.is_initialized():  # a clean shutdown: gloo threads left running can abort at exit
-        torch.distributed.barrier()
-        torch.distributed.destroy_process_group()
 
 
 if __name__ == "__main__":
     main(sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4], sys.argv[5] if len(sys.argv) > 5 else "")
-    # All work is done and written. After FSDP checkpointing, the interpreter's teardown occasionally aborts in
-    # a native thread's destructor ("terminate called without an active exception"); skip that teardown.
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(0)
+    end_process()

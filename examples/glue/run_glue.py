@@ -48,6 +48,7 @@ from hf_prokt.checkpoints import check_output_dir, clear_previous_run, resolve_r
 from hf_prokt.compatibility import check_distillation_pair
 from hf_prokt.data_files import file_format, header_of, load_data_files
 from hf_prokt.metrics import GLUE_TASKS, classification_metrics, compute_glue_metrics, regression_metrics
+from hf_prokt.shutdown import end_process
 
 logger = logging.getLogger(__name__)
 
@@ -581,3 +582,4 @@ def write_predictions(trainer, dataset, split, task, is_regression, label_names)
 
 if __name__ == "__main__":
     main()
+    end_process()  # under torchrun: every process done, then an exit without the teardown race (docs/distributed.md)

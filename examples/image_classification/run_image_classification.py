@@ -45,6 +45,7 @@ from hf_prokt import ProKTTrainer, ProKTTrainingArguments, load_or_cache_teacher
 from hf_prokt.arguments import parse_config_and_flags
 from hf_prokt.checkpoints import check_output_dir, clear_previous_run, resolve_resume_checkpoint
 from hf_prokt.metrics import compute_image_classification_metrics
+from hf_prokt.shutdown import end_process
 from hf_prokt.vision import (
     AUGMENTATIONS,
     NAMED_CONFIGS,
@@ -423,3 +424,4 @@ def measure(trainer, teacher, dataset, model_args) -> dict:
 
 if __name__ == "__main__":
     main()
+    end_process()  # under torchrun: every process done, then an exit without the teardown race (docs/distributed.md)
