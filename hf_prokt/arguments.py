@@ -131,6 +131,15 @@ class ProKTTrainingArguments(TrainingArguments):
             "choices": [None, "bfloat16", "float16", "float32"],
         },
     )
+    stop_on_nonfinite: bool = field(
+        default=True,
+        metadata={
+            "help": "Stop with an error, before the optimizer step, when the teacher's or the student's loss (or "
+            "a part of it) or gradient norm is NaN or infinite; the message names the step, the model, the term "
+            "and the last complete checkpoint. False: train on regardless, as the Trainer does. Under fp16 an "
+            "infinite gradient (a step the GradScaler skips) is not an error."
+        },
+    )
     evaluate_teacher: bool | None = field(
         default=None,
         metadata={
@@ -168,6 +177,8 @@ class ProKTTrainingArguments(TrainingArguments):
             if getattr(self, name) < 0:
                 fail(name, f"{getattr(self, name)} is negative", "Use 0 or a positive number.")
         self.layer_map = self._parse_layer_map(self.layer_map, fail)
+        if not isinstance(self.stop_on_nonfinite, bool):
+            fail("stop_on_nonfinite", f"{self.stop_on_nonfinite!r} is not a boolean", "Use True or False.")
         if self.teacher_dtype not in (None, "bfloat16", "float16", "float32"):
             fail("teacher_dtype", f"unknown value {self.teacher_dtype!r}", "Use 'bfloat16', 'float16' or 'float32'.")
         if self.teacher_dtype is not None and self.strategy != "kd":

@@ -2,7 +2,8 @@
 
 Used by the example scripts (and meant for any script built like them):
 
-- `resolve_resume_checkpoint` turns ``--resume_from_checkpoint`` (a path, ``true`` or ``last``) into a folder;
+- `resolve_resume_checkpoint` turns ``--resume_from_checkpoint`` (a path, ``true`` or ``last``) into a folder
+  (``true``/``last``: the last *complete* checkpoint, see `safe_checkpoints`);
 - `check_output_dir` refuses to train into a folder that already holds a run, unless the user asked to
   overwrite it or to resume from it;
 - `clear_previous_run` removes what the new run will replace (called once every check has passed).
@@ -14,7 +15,9 @@ import glob
 import os
 import shutil
 
-from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, get_last_checkpoint
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
+
+from . import safe_checkpoints
 
 LAST_CHECKPOINT_VALUES = ("true", "last")
 _NO_RESUME_VALUES = ("", "false", "none", "no")
@@ -28,17 +31,13 @@ RUN_FILES = (
     "preprocessor_config.json",
 )
 RUN_PATTERNS = (f"{PREFIX_CHECKPOINT_DIR}-*", "predict_results_*.txt", "model-*-of-*.safetensors",
-                "pytorch_model-*-of-*.bin", "runs")
+                "pytorch_model-*-of-*.bin", "runs", f"{safe_checkpoints.STAGING_PREFIX}*")
 
 
 def last_checkpoint(output_dir: str) -> str | None:
-    """The checkpoint to resume from in ``output_dir`` (``checkpoint-<step>`` with the highest step), or None.
-
-    The one place that picks it: refine it here (e.g. to skip incompletely written checkpoints).
-    """
-    if not os.path.isdir(output_dir):
-        return None
-    return get_last_checkpoint(output_dir)
+    """The checkpoint to resume from in ``output_dir``: the *complete* ``checkpoint-<step>`` with the highest
+    step (`safe_checkpoints.last_complete_checkpoint`; newer incomplete ones are logged and skipped), or None."""
+    return safe_checkpoints.last_complete_checkpoint(output_dir)
 
 
 def resolve_resume_checkpoint(value: str | bool | None, output_dir: str) -> str | None:
@@ -59,6 +58,8 @@ def resolve_resume_checkpoint(value: str | bool | None, output_dir: str) -> str 
         return None
     if value is True or text.lower() in LAST_CHECKPOINT_VALUES:
         found = last_checkpoint(output_dir)
+        if found is None and safe_checkpoints.checkpoint_folders(output_dir):
+            return safe_checkpoints.resolve_last_complete(output_dir)  # raises, naming why each is incomplete
         if found is None:
             raise ValueError(
                 f"--resume_from_checkpoint {text}: no {PREFIX_CHECKPOINT_DIR}-* folder in {output_dir}. Checkpoints "

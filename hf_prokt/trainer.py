@@ -22,6 +22,7 @@ from __future__ import annotations
 import inspect
 import itertools
 import logging
+import os
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 
@@ -29,8 +30,9 @@ import datasets
 import torch
 from torch import nn
 from transformers import Trainer, get_scheduler
+from transformers.trainer import TRAINER_STATE_NAME
 
-from . import teacher_state
+from . import safe_checkpoints, teacher_state
 from .alignment import IntermediateDistiller
 from .arguments import ProKTTrainingArguments
 from .cached_logits import TeacherLogitsCollator, check_cached_logits_shape, uses_cached_teacher_logits
@@ -45,6 +47,7 @@ from .compatibility import (
 from .heads import zero_classification_layer
 from .losses import dual_ascent, student_loss, teacher_dual_loss, teacher_penalty_loss
 from .model_card import write_model_card
+from .nonfinite import NonFiniteGuard
 from .pair_probe import on_device_of, probe_pair
 from .teacher_cache import TEACHER_LOGITS
 from .teacher_evaluation import TeacherEvaluationMixin
@@ -165,6 +168,9 @@ class ProKTTrainer(TeacherEvaluationMixin, Trainer):
         self._in_window = False
         self._metric_sums: dict[str, torch.Tensor] = {}
         self._metric_counts: dict[str, int] = {}
+        # One guard per optimizer: what the teacher's step and what the student's step depend on.
+        self._guards = {name: NonFiniteGuard(self._sum_over_processes, self.accelerator.num_processes)
+                        for name in ("student", "teacher")} if args.stop_on_nonfinite else None
 
     # ------------------------------------------------------------------ set-up
 
@@ -331,7 +337,10 @@ class ProKTTrainer(TeacherEvaluationMixin, Trainer):
         if self._in_window and self._window_position == 0:
             self._window_targets = self._teacher_step_for_window(model, window)
         try:
-            return super().training_step(model, inputs, num_items_in_batch)
+            loss = super().training_step(model, inputs, num_items_in_batch)
+            if self._guards is not None:
+                self._guards["student"].add("student", "loss", loss)
+            return loss
         finally:
             if self._in_window:
                 self._window_position += 1
@@ -361,6 +370,12 @@ class ProKTTrainer(TeacherEvaluationMixin, Trainer):
             loss = loss + intermediate_loss
             parts.update(intermediate_parts)
         self._record({f"student_{name}": value for name, value in parts.items()})
+        if self._guards is not None:
+            if self.args.strategy != "finetune":
+                self._guards["student"].add("teacher", "largest |logit| of the prediction the student learns from",
+                                            target.logits.detach().abs().amax())
+            for name, value in parts.items():
+                self._guards["student"].add("student", f"student_{name}", value)
         return (loss, student_outputs) if return_outputs else loss
 
     def _anchor_is_training_forward(self) -> bool:
@@ -422,6 +437,9 @@ class ProKTTrainer(TeacherEvaluationMixin, Trainer):
         stale_targets, proximities, losses = [], [], []
         flags = self._intermediate_output_flags() if self.args.prokt_target == "stale" else {}
         for index, (inputs, student_logits) in enumerate(batches):
+            if self._guards is not None:
+                self._guards["teacher"].add("student", "largest |logit| of the prediction the teacher is pulled "
+                                            "towards", student_logits.abs().amax())
             last = index == len(batches) - 1
             sync = nullcontext() if last else self.accelerator.no_sync(teacher)
             with sync:
@@ -442,10 +460,18 @@ class ProKTTrainer(TeacherEvaluationMixin, Trainer):
             stale_targets.append(_Target.detached(outputs) if self.args.prokt_target == "stale" else None)
             proximities.append(proximity)
             losses.append(loss.detach())
+            if self._guards is not None:
+                self._guards["teacher"].add("teacher", "teacher_loss", loss)
+                self._guards["teacher"].add("teacher", "kl_student_teacher", proximity)
 
         with self._gradients_synced():
+            grad_norm = None
             if self.args.max_grad_norm and self.args.max_grad_norm > 0:
-                self._clip_teacher_gradients(teacher)
+                grad_norm = self._clip_teacher_gradients(teacher, self.args.max_grad_norm)
+            elif self._guards is not None and self.accelerator.scaler is None:
+                grad_norm = self._clip_teacher_gradients(teacher, float("inf"))  # the norm alone
+            if self._guards is not None:
+                self._check_finite("teacher", grad_norm)
             self._teacher_last_lr = self.teacher_optimizer.param_groups[0]["lr"]
             self.teacher_optimizer.step()
             if not getattr(self.teacher_optimizer, "step_was_skipped", False):  # fp16 overflow skips the step
@@ -460,13 +486,51 @@ class ProKTTrainer(TeacherEvaluationMixin, Trainer):
         self._record({"teacher_loss": torch.stack(losses).mean(), "kl_student_teacher": proximity})
         return stale_targets
 
-    def _clip_teacher_gradients(self, teacher) -> None:
+    def _clip_teacher_gradients(self, teacher, max_norm: float) -> torch.Tensor:
+        """Clip the teacher's gradients to ``max_norm`` (``inf``: only measure them); returns their total norm."""
         if self._teacher_is_sharded:
             # accelerate's clip_grad_norm_ picks "the" FSDP model by comparing parameter lists, which fails with
             # two models; torch's clipping computes the global norm of sharded (DTensor) gradients itself.
-            torch.nn.utils.clip_grad_norm_(teacher.parameters(), self.args.max_grad_norm)
-        else:
-            self.accelerator.clip_grad_norm_(teacher.parameters(), self.args.max_grad_norm)
+            return torch.nn.utils.clip_grad_norm_(teacher.parameters(), max_norm)
+        return self.accelerator.clip_grad_norm_(teacher.parameters(), max_norm)
+
+    # ------------------------------------------------------------------ stopping on non-finite values
+
+    def _get_grad_norm(self, model, grad_norm=None):
+        """The student's gradient norm (the `Trainer`'s), then the check of its step before its optimizer steps."""
+        grad_norm = super()._get_grad_norm(model, grad_norm=grad_norm)
+        if self._guards is not None:
+            self._check_finite("student", grad_norm)
+        return grad_norm
+
+    def _check_finite(self, stepping: str, grad_norm) -> None:
+        """`nonfinite.NonFiniteGuard.check` before the ``stepping`` model's optimizer step. Under fp16 the
+        `GradScaler` owns infinite gradients (it skips the step and lowers its scale): not checked then."""
+        if self.accelerator.scaler is not None:
+            grad_norm = None
+        self._guards[stepping].check(self.state.global_step + 1, stepping, grad_norm, self._nonfinite_advice)
+
+    def _sum_over_processes(self, values: torch.Tensor) -> torch.Tensor:
+        return self.accelerator.reduce(values.to(self.accelerator.device), reduction="sum").cpu()
+
+    def _nonfinite_advice(self, model_name: str) -> str:
+        args = self.args
+        last = safe_checkpoints.last_complete_checkpoint(args.output_dir, log_skipped=False)
+        resume = (f"The last complete checkpoint is {last}: resume from it (resume_from_checkpoint={last!r}, or "
+                  "True) once the cause is fixed." if last else
+                  f"No complete checkpoint exists in {args.output_dir} yet: start again once the cause is fixed.")
+        rate = ("teacher_learning_rate", args.teacher_learning_rate) if model_name == "teacher" else \
+            ("learning_rate", args.learning_rate)
+        fixes = [f"a lower {rate[0]} (now {rate[1]:g})"]
+        if not args.max_grad_norm:
+            fixes.append("gradient clipping (max_grad_norm=1.0; it is off)")
+        if args.fp16:
+            fixes.append("bf16=True instead of fp16 (fp16 overflows above 65504)")
+        if args.warmup_steps == 0 and not getattr(args, "warmup_ratio", 0):
+            fixes.append("a warm-up (warmup_steps)")
+        fixes.append("checking the data (labels out of range, empty inputs) at this step")
+        return (f"Likely fixes: {'; '.join(fixes)}. {resume} Nothing was saved after this step. "
+                "To train on regardless, as the Trainer does, set stop_on_nonfinite=False.")
 
     @contextmanager
     def _gradients_synced(self):
@@ -616,6 +680,48 @@ class ProKTTrainer(TeacherEvaluationMixin, Trainer):
         if not self._teacher_is_sharded or not self._teacher_prepared:
             return None
         return teacher_state.gather_full_weights(self._teacher_wrapped)
+
+    def train(self, resume_from_checkpoint: str | bool | None = None, trial=None, **kwargs):
+        """`Trainer.train`; ``resume_from_checkpoint=True`` picks the last *complete* checkpoint of `output_dir`
+        (`hf_prokt.safe_checkpoints`), logging the newer ones it skips and why."""
+        if resume_from_checkpoint is True:
+            resume_from_checkpoint = safe_checkpoints.resolve_last_complete(self.args.output_dir)
+        return super().train(resume_from_checkpoint=resume_from_checkpoint, trial=trial, **kwargs)
+
+    def _save_checkpoint(self, model, trial) -> None:
+        """`Trainer._save_checkpoint`, made crash-safe (`hf_prokt.safe_checkpoints`): every file is written into a
+        hidden staging folder, the main process adds a completeness marker once all processes are done, and
+        renames the folder to ``checkpoint-N`` in one step. Rotation (`save_total_limit`) then counts complete
+        checkpoints only."""
+        run_dir = self._get_output_dir(trial=trial)
+        name = f"checkpoint-{self.state.global_step}"
+        staging = safe_checkpoints.staging_root(run_dir, self.state.global_step)
+        staged, final = os.path.join(staging, name), os.path.join(run_dir, name)
+        if self.args.should_save:
+            safe_checkpoints.remove_stale_staging(run_dir)
+        pushes = []
+        # The Trainer writes into <run_dir>/checkpoint-N: point it at the staging folder, and hold back its
+        # Hub push of the folder (and its rotation, which sees only the staging folder) until the rename.
+        self._get_output_dir = lambda trial=None: staging
+        self._push_from_checkpoint = pushes.append
+        try:
+            super()._save_checkpoint(model, trial)
+        finally:
+            del self._get_output_dir, self._push_from_checkpoint
+        if self.state.best_model_checkpoint == staged:  # the Trainer named the folder it wrote: name the final one
+            self.state.best_model_checkpoint = final
+            if self.args.should_save:
+                self.state.save_to_json(os.path.join(staged, TRAINER_STATE_NAME))
+        self.accelerator.wait_for_everyone()  # every process has written its part (FSDP shards)
+        if self.args.should_save:
+            safe_checkpoints.write_completeness_marker(staged, self.state.global_step)
+            safe_checkpoints.publish(staged, final)
+            safe_checkpoints.remove_stale_staging(run_dir)
+        self.accelerator.wait_for_everyone()
+        for _ in pushes:
+            self._push_from_checkpoint(final)
+        if self.args.should_save:
+            safe_checkpoints.rotate(run_dir, self.args.save_total_limit, self.state.best_model_checkpoint)
 
     def _save_optimizer_and_scheduler(self, output_dir: str) -> None:
         """Next to the student's optimizer and scheduler: the teacher's weights, optimizer, scheduler and

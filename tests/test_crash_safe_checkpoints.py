@@ -1,0 +1,95 @@
+"""Checkpoints are complete or ignored: staged, marked and renamed; resume and rotation use complete ones only;
+a process killed (SIGKILL) anywhere in a save resumes to the same result as an uninterrupted run."""
+
+import json
+import logging
+import os
+import subprocess
+import sys
+
+import pytest
+
+from hf_prokt import ProKTTrainer, safe_checkpoints
+from tests.conftest import make_args, tiny_bert, toy_dataset
+
+
+def build(tmp_path, **overrides):
+    args = make_args(tmp_path, max_steps=4, save_strategy="steps", save_steps=2, **overrides)
+    return ProKTTrainer(model=tiny_bert(seed=1), teacher_model=tiny_bert(layers=3, hidden=24, seed=2), args=args,
+                        train_dataset=toy_dataset(48))
+
+
+def test_a_save_is_written_aside_then_marked_and_renamed(tmp_path):
+    trainer = build(tmp_path)
+    seen = []
+    write_rng = trainer._save_rng_state
+
+    def spy(output_dir):  # one of the last writes of a save: the final folder must not exist yet
+        seen.append((output_dir, os.path.exists(os.path.join(trainer.args.output_dir, os.path.basename(output_dir)))))
+        write_rng(output_dir)
+
+    trainer._save_rng_state = spy
+    trainer.train()
+    out = tmp_path / "out"
+    assert seen == [(str(out / f".partial-checkpoint-{s}" / f"checkpoint-{s}"), False) for s in (2, 4)]
+    assert sorted(os.listdir(out)) == ["checkpoint-2", "checkpoint-4"]
+    for step in (2, 4):
+        marker = json.loads((out / f"checkpoint-{step}" / safe_checkpoints.COMPLETE_MARKER).read_text())
+        assert marker["global_step"] == step
+        assert {"model.safetensors", "teacher/model.safetensors", "teacher_optimizer.pt", "optimizer.pt",
+                "rng_state.pth", "trainer_state.json", "prokt_state.json"} <= set(marker["files"])
+        assert safe_checkpoints.why_incomplete(str(out / f"checkpoint-{step}")) is None
+    assert safe_checkpoints.last_complete_checkpoint(str(out)) == str(out / "checkpoint-4")
+
+
+def test_resume_true_takes_the_last_complete_checkpoint_and_says_what_it_skipped(tmp_path, caplog):
+    build(tmp_path).train()
+    out = tmp_path / "out"
+    with open(out / "checkpoint-4" / "teacher_optimizer.pt", "r+b") as handle:  # a torn write
+        handle.truncate(100)
+    (out / "checkpoint-6").mkdir()  # a folder another tool left half-written
+    (out / "checkpoint-6" / "model.safetensors").write_bytes(b"")
+
+    resumed = build(tmp_path, max_steps=4)
+    with caplog.at_level(logging.INFO, logger="hf_prokt.safe_checkpoints"):
+        resumed.train(resume_from_checkpoint=True)
+    messages = [r.getMessage() for r in caplog.records if r.name == "hf_prokt.safe_checkpoints"]
+    assert any("Skipping" in m and "checkpoint-6" in m and "no checkpoint_complete.json" in m for m in messages)
+    assert any("Skipping" in m and "checkpoint-4" in m and "teacher_optimizer.pt has 100 bytes" in m
+               for m in messages)
+    assert any(m.startswith(f"Resuming from {out / 'checkpoint-2'}") for m in messages)
+    assert resumed.state.global_step == 4
+    # The save of step 4 again replaced the torn folder with a complete one.
+    assert safe_checkpoints.why_incomplete(str(out / "checkpoint-4")) is None
+
+
+def test_resume_true_without_a_complete_checkpoint_names_them(tmp_path):
+    (tmp_path / "out" / "checkpoint-2").mkdir(parents=True)
+    with pytest.raises(ValueError, match=r"none of the checkpoints .* is complete \(checkpoint-2: no checkpoint_"):
+        build(tmp_path).train(resume_from_checkpoint=True)
+
+
+def test_rotation_keeps_complete_checkpoints_over_incomplete_ones(tmp_path):
+    out = tmp_path / "out"
+    (out / "checkpoint-9").mkdir(parents=True)  # newest by number, but incomplete
+    build(tmp_path, save_steps=1, save_total_limit=2).train()
+    assert sorted(os.listdir(out)) == ["checkpoint-3", "checkpoint-4", "checkpoint-9"]
+    assert safe_checkpoints.last_complete_checkpoint(str(out)) == str(out / "checkpoint-4")
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="the worker forks one child per kill point")
+def test_a_process_killed_anywhere_in_a_save_resumes_to_the_uninterrupted_result(tmp_path):
+    worker = os.path.join(os.path.dirname(__file__), "kill_during_save_worker.py")
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
+    result = subprocess.run([sys.executable, worker, str(tmp_path)], env=env, capture_output=True, text=True,
+                            timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    results = json.loads((tmp_path / "results.json").read_text())
+    events, runs = results["events"], results["runs"]
+    publish = events.index("os.rename checkpoint-3") + 1  # the rename of the staged folder
+    assert {"open checkpoint_complete.json.tmp", "os.mkdir teacher"} <= set(events) and len(runs) >= 6
+    for k, run in runs.items():
+        assert run["killed"], (k, run)
+        expected = "checkpoint-3" if int(k) > publish else "checkpoint-2"
+        assert len(run["resumed_from"]) == 1 and expected in run["resumed_from"][0], (k, run)
+        assert run["identical"] and run["global_step"] == 4, (k, run)
