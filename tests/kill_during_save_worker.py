@@ -20,7 +20,7 @@ from hf_prokt import ProKTTrainer  # noqa: E402
 from tests.conftest import make_args, parameters_of, tiny_bert, toy_dataset  # noqa: E402
 
 KILLED_SAVE, MAX_STEPS = 3, 4
-WRITE_EVENTS = {"os.rename", "os.mkdir", "os.remove", "os.rmdir", "shutil.rmtree"}
+WRITE_EVENTS = {"os.rename", "os.mkdir", "os.remove", "os.rmdir", "shutil.rmtree", "native-write"}
 
 
 class KillDuringSave(ProKTTrainer):
@@ -59,10 +59,26 @@ def build(folder, max_steps, cls=ProKTTrainer):
     return cls(model=student, teacher_model=teacher, args=args, train_dataset=toy_dataset(48)), student, teacher
 
 
+def watch_writer(module, name):
+    """torch.save and safetensors write through native code, which raises no audit event: add one."""
+    write = getattr(module, name)
+
+    def watched(obj, path, *args, **kwargs):
+        audit("native-write", (path,))
+        return write(obj, path, *args, **kwargs)
+
+    setattr(module, name, watched)
+
+
 def child(folder, kill_at):
+    import torch
+    import transformers.modeling_utils
+
+    watch_writer(torch, "save")
+    watch_writer(transformers.modeling_utils, "safe_save_file")
     sys.addaudithook(audit)
     KillDuringSave.kill_at = kill_at
-    trainer, _, _ = build(folder, KILLED_SAVE)
+    trainer, _, _ = build(folder, MAX_STEPS)  # the same schedule as the uninterrupted run
     trainer.__class__ = KillDuringSave
     trainer.train()
     with open(os.path.join(folder, "events.json"), "w") as handle:
@@ -85,7 +101,8 @@ def main(root):
     with open(os.path.join(root, "count", "events.json")) as handle:
         events = json.load(handle)
     n = len(events)
-    points = sorted({1, 2, n - 2, n - 1, n} | set(range(1, n + 1, max(1, n // 6))))
+    publish = events.index("os.rename checkpoint-3") + 1
+    points = sorted({1, publish - 1, publish, publish + 1, n} | set(range(2, publish, max(1, publish // 5))))
     statuses = {k: run_child(os.path.join(root, f"kill{k}"), k) for k in points}
     # 2. The uninterrupted run, then each killed run resumed in this process.
     reference, student, teacher = build(os.path.join(root, "straight"), MAX_STEPS)
