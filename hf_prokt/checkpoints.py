@@ -81,7 +81,7 @@ def previous_run_files(output_dir: str) -> list[str]:
     found = {os.path.join(output_dir, name) for name in RUN_FILES if os.path.exists(os.path.join(output_dir, name))}
     for pattern in RUN_PATTERNS:
         found.update(glob.glob(os.path.join(glob.escape(output_dir), pattern)))
-    return sorted(found)
+    return sorted(found, key=lambda path: os.path.basename(path).lstrip("."))  # staging folders among the rest
 
 
 def check_output_dir(output_dir: str, overwrite_output_dir: bool, resume_from_checkpoint: str | None) -> None:

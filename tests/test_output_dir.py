@@ -13,6 +13,7 @@ from hf_prokt.checkpoints import (
     previous_run_files,
     resolve_resume_checkpoint,
 )
+from hf_prokt.safe_checkpoints import write_completeness_marker
 from tests.test_image_classification import QUIET
 from tests.test_image_classification import SCRIPT as IMAGE_SCRIPT
 from tests.test_run_glue import common_args, load_script, model_dirs_in, single_sentence_files
@@ -27,7 +28,10 @@ def snapshot(folder):
 def test_resolve_resume_checkpoint(tmp_path):
     for step in (2, 10, 9):
         (tmp_path / f"checkpoint-{step}").mkdir()
+        (tmp_path / f"checkpoint-{step}" / "trainer_state.json").write_text("{}")
+        write_completeness_marker(str(tmp_path / f"checkpoint-{step}"), step)
     (tmp_path / "checkpoint-11").write_text("a file, not a checkpoint")
+    (tmp_path / "checkpoint-12").mkdir()  # a save that was interrupted: no completeness marker, skipped
     last = str(tmp_path / "checkpoint-10")
     for value in (True, "true", "True", "last", " LAST "):
         assert resolve_resume_checkpoint(value, str(tmp_path)) == last, value
@@ -38,6 +42,10 @@ def test_resolve_resume_checkpoint(tmp_path):
         resolve_resume_checkpoint("last", str(tmp_path / "empty"))
     with pytest.raises(ValueError, match=r"--resume_from_checkpoint ckpt-3: no such folder.*'last'"):
         resolve_resume_checkpoint("ckpt-3", str(tmp_path))
+    only_incomplete = tmp_path / "interrupted"
+    (only_incomplete / "checkpoint-3").mkdir(parents=True)
+    with pytest.raises(ValueError, match=r"none of the checkpoints .* is complete \(checkpoint-3: no checkpoint_"):
+        resolve_resume_checkpoint("true", str(only_incomplete))
 
 
 def test_check_and_clear_keep_what_is_not_a_run(tmp_path):
@@ -49,6 +57,8 @@ def test_check_and_clear_keep_what_is_not_a_run(tmp_path):
         (tmp_path / name).write_text("{}")
     (tmp_path / "checkpoint-4").mkdir()
     (tmp_path / "checkpoint-4" / "trainer_state.json").write_text("{}")
+    write_completeness_marker(str(tmp_path / "checkpoint-4"), 4)
+    (tmp_path / ".partial-checkpoint-6" / "checkpoint-6").mkdir(parents=True)  # an interrupted save's staging
     with pytest.raises(ValueError, match=r"already holds a training run \(all_results\.json, checkpoint-4, "
                                          r"config\.json, .*--overwrite_output_dir.*--resume_from_checkpoint last"):
         check_output_dir(str(tmp_path), False, None)
@@ -57,7 +67,7 @@ def test_check_and_clear_keep_what_is_not_a_run(tmp_path):
     with pytest.raises(ValueError, match="pass one of them"):
         check_output_dir(str(tmp_path), True, str(tmp_path / "checkpoint-4"))
     removed = clear_previous_run(str(tmp_path))
-    assert len(removed) == 5 and previous_run_files(str(tmp_path)) == []
+    assert len(removed) == 6 and previous_run_files(str(tmp_path)) == []
     assert sorted(os.listdir(tmp_path)) == ["data", "notes.txt"]
 
 

@@ -40,6 +40,7 @@ from transformers import (
 from hf_prokt import ProKTTrainer, ProKTTrainingArguments, student_from_teacher
 from hf_prokt.arguments import parse_config_and_flags
 from hf_prokt.metrics import compute_ner_metrics
+from hf_prokt.shutdown import end_process
 
 logger = logging.getLogger(__name__)
 
@@ -502,5 +503,7 @@ def write_predictions(trainer, dataset, words: list[list[str]], tokenize, labels
     trainer.save_metrics("predict", metrics, combined=True)
     return metrics
 
+
 if __name__ == "__main__":
     main()
+    end_process()  # under torchrun: every process done, then an exit without the teardown race (docs/distributed.md)
