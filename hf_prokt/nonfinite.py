@@ -53,6 +53,8 @@ class NonFiniteGuard:
         values = [torch.stack([v.float() for v in self._terms[k]]).mean().to("cpu", torch.float64) for k in keys]
         self._terms = {}
         if grad_norm is not None:
+            if hasattr(grad_norm, "full_tensor"):  # FSDP2: the norm of sharded gradients is a DTensor
+                grad_norm = grad_norm.full_tensor()
             keys.append((stepping, "gradient norm"))
             values.append(torch.as_tensor(grad_norm).detach().to("cpu", torch.float64).reshape(()))
         if not values:
