@@ -288,8 +288,8 @@ VARIANTS = (*HAND_WRITTEN, *TRAINER_VARIANTS)
 PARTS = HAND_WRITTEN["floor"][1]
 RATIOS = (  # "a/b": variant a's median step time over variant b's
     "prokt/floor", "prokt_train_anchor/floor_train_anchor", "prokt/naive", "prokt_train_anchor/manual_prokt",
-    "prokt_train_anchor/prokt", "floor_train_anchor/floor", "prokt/kd", "kd/finetune", "kd_cached/finetune", "kd_cached/kd", "prokt_stale/prokt",
-    "prokt_hidden/prokt", "naive/floor", "manual_prokt/floor_train_anchor",
+    "prokt_train_anchor/prokt", "floor_train_anchor/floor", "prokt/kd", "kd/finetune", "kd_cached/finetune",
+    "kd_cached/kd", "prokt_stale/prokt", "prokt_hidden/prokt", "naive/floor", "manual_prokt/floor_train_anchor",
 )
 
 
