@@ -21,6 +21,10 @@ Variants (teacher MiniLM-L6-H384, student its 2-layer copy; ``--tiny``: tiny BER
   forward (with graph) gives the teacher's anchor, so its graph stays alive through the teacher's step.
   ``prokt_train_anchor / manual_prokt`` is the Trainer's overhead with the train anchor;
   ``manual_prokt / floor_train_anchor`` the cost of keeping the student's graph alive (memory).
+* ``kd_cached``: `ProKTTrainer` ``strategy="kd"`` without a teacher model, from a training set whose
+  ``teacher_logits`` column `hf_prokt.cache_teacher_logits` filled beforehand. The cache's own cost (one
+  teacher pass over the block's examples, timed on the same clock) and its size on disk (``save_to_disk``)
+  are reported beside the step times (``kd_cache`` in the JSON).
 * ``finetune``, ``kd``, ``prokt``, ``prokt_train_anchor`` (``prokt_anchor="train"``), ``prokt_stale``
   (``prokt_target="stale"``), ``prokt_hidden`` (``hidden_distill_weight=1.0``, which also returns and
   matches hidden states, so it does more than the floor): real `ProKTTrainer` steps through the `Trainer`
@@ -45,7 +49,8 @@ schedule, gradient clipping at 1.0 for both models; the models are reused across
 Shared machines: on a small CPU, a second busy process slows torch's threads many times over, so run
 this on an otherwise idle machine, and read every ratio with its spread over the rounds.
 
-Run: ``python -m benchmarks.step_time`` (``--seq_lens 64 128 --batch_size 32``); ``--tiny`` for a smoke run.
+Run: ``python -m benchmarks.step_time`` (``--seq_lens 64 128 --batch_size 32``); ``--tiny`` for a smoke run;
+``--variants kd kd_cached finetune`` times only those (the ratios between them).
 """
 
 from __future__ import annotations
@@ -60,13 +65,14 @@ import time
 if __package__ in (None, ""):  # run as a script: make `benchmarks` importable
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+import datasets
 import torch
 from torch.utils.data import Dataset
 from transformers import BertConfig, BertForSequenceClassification, Trainer, get_scheduler
 from transformers.trainer_callback import PrinterCallback
 
 from benchmarks import timing
-from hf_prokt import ProKTTrainer, ProKTTrainingArguments, student_from_teacher
+from hf_prokt import ProKTTrainer, ProKTTrainingArguments, cache_teacher_logits, student_from_teacher
 from hf_prokt.losses import student_loss, teacher_penalty_loss
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -265,6 +271,7 @@ def manual_prokt_step(models: Models, batch: dict, mark) -> None:
 TRAINER_VARIANTS = {
     "finetune": {"strategy": "finetune"},
     "kd": {"strategy": "kd"},
+    "kd_cached": {"strategy": "kd"},  # no teacher model: the training set's cached teacher_logits
     "prokt": {"strategy": "prokt"},
     "prokt_train_anchor": {"strategy": "prokt", "prokt_anchor": "train"},
     "prokt_stale": {"strategy": "prokt", "prokt_target": "stale"},
@@ -281,8 +288,8 @@ VARIANTS = (*HAND_WRITTEN, *TRAINER_VARIANTS)
 PARTS = HAND_WRITTEN["floor"][1]
 RATIOS = (  # "a/b": variant a's median step time over variant b's
     "prokt/floor", "prokt_train_anchor/floor_train_anchor", "prokt/naive", "prokt_train_anchor/manual_prokt",
-    "prokt_train_anchor/prokt", "floor_train_anchor/floor", "prokt/kd", "kd/finetune", "prokt_stale/prokt",
-    "prokt_hidden/prokt", "naive/floor", "manual_prokt/floor_train_anchor",
+    "prokt_train_anchor/prokt", "floor_train_anchor/floor", "prokt/kd", "kd/finetune", "kd_cached/finetune",
+    "kd_cached/kd", "prokt_stale/prokt", "prokt_hidden/prokt", "naive/floor", "manual_prokt/floor_train_anchor",
 )
 
 
@@ -294,9 +301,39 @@ class Variants:
         self.clock = timing.Clock(device, options.clock)
         self.device_batches = [{k: v.to(device) for k, v in b.items()} for b in batches]
         self.dataset = ExampleDataset(batches)
+        self.cached_dataset, self.cache_report = None, None
 
     def all(self) -> dict[str, timing.Variant]:
-        return {name: (lambda w, s, name=name: self.block(name, w, s)) for name in VARIANTS}
+        return {name: (lambda w, s, name=name: self.block(name, w, s)) for name in self.options.variants}
+
+    def build_cache(self) -> dict:
+        """The examples with cached ``teacher_logits`` (`hf_prokt.cache_teacher_logits`, batches of the
+        training batch size), and what the cache cost: the teacher pass's time on this benchmark's clock, and
+        its size on disk as ``save_to_disk`` writes it (all columns, and the logits column alone)."""
+        examples = self.dataset.examples
+        plain = datasets.Dataset.from_dict(
+            {key: [example[key].tolist() for example in examples] for key in examples[0]}).with_format("torch")
+        self.teacher.to(self.device)
+        started = self.clock()
+        self.cached_dataset = cache_teacher_logits(self.teacher, plain, batch_size=self.options.batch_size,
+                                                   disable_tqdm=True)
+        seconds = self.clock() - started
+        sizes = {}
+        for name, dataset in (("with_inputs", self.cached_dataset),
+                              ("logits_only", self.cached_dataset.select_columns(["teacher_logits"]))):
+            folder = os.path.join(self.scratch, f"cache_{name}")
+            datasets.disable_progress_bars()
+            dataset.save_to_disk(folder)
+            sizes[name] = sum(os.path.getsize(os.path.join(root, f)) for root, _, files in os.walk(folder)
+                              for f in files)
+            shutil.rmtree(folder, ignore_errors=True)
+        count = len(examples)
+        self.cache_report = {
+            "examples": count, "teacher_pass_s": seconds, "teacher_pass_s_per_1000_examples": 1000 * seconds / count,
+            "bytes_on_disk": sizes["with_inputs"], "logits_bytes_on_disk": sizes["logits_only"],
+            "logits_bytes_per_example": sizes["logits_only"] / count,
+        }
+        return self.cache_report
 
     def args(self, total_steps: int, **overrides) -> ProKTTrainingArguments:
         return ProKTTrainingArguments(
@@ -328,8 +365,15 @@ class Variants:
         return run
 
     def _trainer(self, name: str, total_steps: int, timer: timing.StepTimer) -> ProKTTrainer:
-        dataset = torch.utils.data.Subset(self.dataset, range(total_steps * self.options.batch_size))
-        trainer = ProKTTrainer(model=self.student, teacher_model=None if name == "finetune" else self.teacher,
+        examples = range(total_steps * self.options.batch_size)
+        if name == "kd_cached":
+            if self.cached_dataset is None:
+                self.build_cache()
+            dataset = self.cached_dataset.select(examples)
+        else:
+            dataset = torch.utils.data.Subset(self.dataset, examples)
+        teacher = None if name in ("finetune", "kd_cached") else self.teacher
+        trainer = ProKTTrainer(model=self.student, teacher_model=teacher,
                                args=self.args(total_steps, **TRAINER_VARIANTS[name]), train_dataset=dataset,
                                callbacks=[timer])
         trainer.remove_callback(PrinterCallback)  # it prints the end-of-training metrics; no step hook
@@ -349,7 +393,11 @@ def measure_seq_len(teacher, student, seq_len: int, options, device: torch.devic
         measured = timing.interleave(variants.all(), options, device, log, f"seq_len {seq_len}")
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
-    return timing.summarize_blocks(measured, RATIOS, options.batch_size)
+    result = timing.summarize_blocks(measured, RATIOS, options.batch_size)
+    if variants.cache_report is not None:
+        result["kd_cache"] = variants.cache_report
+        log(f"seq_len {seq_len}: kd cache {variants.cache_report}")
+    return result
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -359,6 +407,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--batch_size", type=int, default=None, help="Batch size (default 32; --tiny: 8).")
     timing.add_arguments(parser, DEFAULT_OUTPUT)
     parser.add_argument("--tiny", action="store_true", help="Tiny BERT configs instead of MiniLM (a smoke run).")
+    parser.add_argument("--variants", nargs="+", choices=VARIANTS, default=list(VARIANTS),
+                        help="The variants to time (default: all).")
     options = parser.parse_args(argv)
     if options.seq_lens is None:
         options.seq_lens = [16] if options.tiny else [64, 128]
@@ -398,7 +448,8 @@ def _run(options, device: torch.device, log) -> dict:
         "wall_time_s": time.perf_counter() - started,
         "settings": {
             "models": "tiny BERT 4 layers -> 2" if options.tiny else "MiniLM-L6-H384 -> 2-layer copy",
-            "batch_size": options.batch_size, "seq_lens": options.seq_lens, **timing.settings(options), **HYPER,
+            "batch_size": options.batch_size, "seq_lens": options.seq_lens, "variants": options.variants,
+            **timing.settings(options), **HYPER,
         },
         "timed_window": "Trainer variants: on_step_begin -> on_step_end (excludes batch fetch/collation and the "
                         "log/save hook; loop_s is on_step_begin -> next on_step_begin). Hand-written variants (floors, "
@@ -406,7 +457,7 @@ def _run(options, device: torch.device, log) -> dict:
         "results": results,
     }
     print(timing.format_table(results, lambda seq_len: f"batch {options.batch_size}, sequence length {seq_len}",
-                              reference="floor"))
+                              reference="floor" if "floor" in options.variants else options.variants[0]))
     print(f"\nmachine: {report['machine']}; load average before {load_before}, after {report['load_average_after']}")
     timing.write_report(report, options.output)
     return report

@@ -22,6 +22,10 @@ def test_step_time_tiny(tmp_path):
         assert entry["median_s"] > 0 and entry["iqr_s"] >= 0 and entry["samples_per_s"] > 0, name
     assert set(result["variants"]["floor"]["parts_median_s"]) == set(step_time.PARTS)
     assert all(v > 0 for v in result["variants"]["floor"]["parts_median_s"].values())
-    for name in ("prokt/floor", "prokt/naive", "prokt/kd", "kd/finetune"):
+    for name in ("prokt/floor", "prokt/naive", "prokt/kd", "kd/finetune", "kd_cached/finetune"):
         assert result["ratios"][name] > 0, name
+    cache = result["kd_cache"]  # one teacher pass over the examples of a block (warm-up and timed batches of 4)
+    examples = 4 * (1 + -(-2 // written["settings"]["rounds"]))
+    assert cache["examples"] == examples and cache["teacher_pass_s"] > 0
+    assert cache["bytes_on_disk"] > cache["logits_bytes_on_disk"] >= examples * 2 * 4  # 2 float32 logits each
     assert written["machine"]["cpu_count"] and written["settings"]["batch_size"] == 4

@@ -47,6 +47,7 @@ from hf_prokt.arguments import parse_config_and_flags
 from hf_prokt.checkpoints import check_output_dir, clear_previous_run, resolve_resume_checkpoint
 from hf_prokt.compatibility import check_distillation_pair
 from hf_prokt.data_files import file_format, header_of, load_data_files
+from hf_prokt.final_evaluation import final_evaluation
 from hf_prokt.metrics import GLUE_TASKS, classification_metrics, compute_glue_metrics, regression_metrics
 from hf_prokt.shutdown import end_process
 
@@ -443,10 +444,10 @@ def main(argv: list[str] | None = None) -> dict:
         results.update(metrics)
     for name, dataset in eval_splits.items():
         prefix = "eval" if name == "validation" else "eval_mm"
-        evaluated = (last_evaluation_at_final_step(trainer, prefix) if name == "validation" and
-                     training_args.do_train else None)
-        metrics = {**(evaluated or trainer.evaluate(eval_dataset=dataset, metric_key_prefix=prefix)),
-                   f"{prefix}_samples": len(dataset)}
+        # The validation set is the one evaluated during training: its evaluation at the last step is reused.
+        evaluated = final_evaluation(trainer, dataset, prefix,
+                                     trained=training_args.do_train and name == "validation")
+        metrics = {**evaluated, f"{prefix}_samples": len(dataset)}
         trainer.log_metrics("eval", metrics)
         trainer.save_metrics("eval", metrics, combined=True)
         results.update(metrics)
@@ -537,20 +538,6 @@ def card_arguments(data_args: DataTrainingArguments, model_args: ModelArguments)
     if task and not local:
         card.update(dataset_tags="nyu-mll/glue", dataset_args=task)
     return card
-
-
-def last_evaluation_at_final_step(trainer, prefix: str) -> dict | None:
-    """The validation metrics of the evaluation run at the last training step, when there was one and the final
-    model is that step's (no best model reloaded): evaluating again would only repeat it."""
-    if trainer.args.load_best_model_at_end:
-        return None
-    for entry in reversed(trainer.state.log_history):
-        if f"{prefix}_loss" in entry:
-            if entry.get("step") != trainer.state.global_step:
-                return None
-            return {key: value for key, value in entry.items() if key.startswith(f"{prefix}_")} | {
-                "epoch": entry.get("epoch")}
-    return None
 
 
 def _custom_metrics(is_regression: bool, num_labels: int):

@@ -44,6 +44,7 @@ from transformers import (
 from hf_prokt import ProKTTrainer, ProKTTrainingArguments, load_or_cache_teacher_logits, measure_compression
 from hf_prokt.arguments import parse_config_and_flags
 from hf_prokt.checkpoints import check_output_dir, clear_previous_run, resolve_resume_checkpoint
+from hf_prokt.final_evaluation import final_evaluation
 from hf_prokt.metrics import compute_image_classification_metrics
 from hf_prokt.shutdown import end_process
 from hf_prokt.vision import (
@@ -387,8 +388,8 @@ def main(argv: list[str] | None = None) -> dict:
         results.update(metrics)
     if model_args.measure_compression and not training_args.do_train:
         results.update(measure(trainer, teacher, eval_dataset, model_args))
-    if training_args.do_eval:
-        metrics = {**trainer.evaluate(), "eval_samples": len(eval_dataset)}
+    if training_args.do_eval:  # the evaluation of the last training step, when there was one, is reused
+        metrics = {**final_evaluation(trainer, trained=training_args.do_train), "eval_samples": len(eval_dataset)}
         trainer.log_metrics("eval", metrics)
         trainer.save_metrics("eval", metrics, combined=True)
         results.update(metrics)

@@ -39,6 +39,7 @@ from transformers import (
 
 from hf_prokt import ProKTTrainer, ProKTTrainingArguments, student_from_teacher
 from hf_prokt.arguments import parse_config_and_flags
+from hf_prokt.final_evaluation import final_evaluation
 from hf_prokt.metrics import compute_ner_metrics
 from hf_prokt.shutdown import end_process
 
@@ -422,8 +423,9 @@ def main(argv: list[str] | None = None) -> dict:
         trainer.save_metrics("train", metrics)
         trainer.save_state()
         results.update(metrics)
-    if training_args.do_eval:
-        metrics = {**trainer.evaluate(), "eval_samples": len(processed["validation"])}
+    if training_args.do_eval:  # the evaluation of the last training step, when there was one, is reused
+        metrics = {**final_evaluation(trainer, trained=training_args.do_train),
+                   "eval_samples": len(processed["validation"])}
         trainer.log_metrics("eval", metrics)
         trainer.save_metrics("eval", metrics, combined=True)
         results.update(metrics)
