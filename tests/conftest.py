@@ -6,10 +6,15 @@ import importlib.util
 import os
 import sys
 
-import datasets
-import pytest
-import torch
-from transformers import (
+# One torch thread for the suite and the processes it launches (they inherit the variable), unless the caller
+# sets OMP_NUM_THREADS: its models are tiny, so a second thread only adds synchronisation, and on a shared
+# 2-core machine two spinning threads per process slowed some tests 30-fold (docs/index.md, threads).
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+import datasets  # noqa: E402
+import pytest  # noqa: E402
+import torch  # noqa: E402
+from transformers import (  # noqa: E402
     BertConfig,
     BertForSequenceClassification,
     BertForTokenClassification,
@@ -20,8 +25,9 @@ from transformers import (
     ViTForImageClassification,
 )
 
-from hf_prokt import ProKTTrainingArguments
+from hf_prokt import ProKTTrainingArguments  # noqa: E402
 
+torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))  # in case torch was imported before this file
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
