@@ -32,10 +32,11 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--plot", action="store_true",
                       help="Also evaluate every epoch and save the ProKT run's curves (teacher and student "
                       "accuracy, KL) as prokt_curves.png in the output directory (needs matplotlib).")
-    demo.add_argument("--threads", type=int, default=None,
-                      help="CPU threads of torch (default: its own choice, from OMP_NUM_THREADS or the cores). The "
-                      "accuracies are the same run after run for one thread count, and differ slightly between "
-                      "thread counts.")
+    demo.add_argument("--threads", type=int, default=1,
+                      help="CPU threads of torch (default 1: the published accuracies are those of one thread, and "
+                      "the demo's small models gain little from more while a busy machine slows several threads "
+                      "down many times). The accuracies are the same run after run for one thread count, and "
+                      "differ slightly between thread counts.")
     demo.add_argument("--strategies", nargs="+", choices=STRATEGIES, default=["finetune", "kd", "prokt"],
                       help="Which strategies to run, in order (default: all three).")
     commands.add_parser(
