@@ -226,9 +226,10 @@ def test_the_plan_names_each_run_as_the_harness_does(tmp_path, monkeypatch):
     monkeypatch.setattr(sst2_protocol, "ProKTTrainingArguments", _ArgumentsWithAnchor)  # the plan asks for both
     (tmp_path / "config.json").write_text("{}")  # --kd_teacher must be a model folder
     runs = plan_runs(str(tmp_path))
-    assert len(runs) == 15
+    assert len(runs) == 21
     names = [name for name, _ in runs]
     assert len(set(names)) == len(names)
     for name, arguments in runs:
         assert sst2_protocol.parse_args(arguments).name == name
-    assert {"prokt-eval_a0.5_L2_s1", "kd_a0.5_L4_s0", "prokt-train_a0.5_L2_s0"} <= set(names)
+    assert {"prokt-eval_a0.5_L2_s1", "kd_a1_L2_s2", "kd_a1_L4_s0", "prokt-train_a0.5_L2_s0",
+            "kd_a1_L2_steps300_s0", "prokt-eval_a0.5_L2_steps700_s0"} <= set(names)
