@@ -88,13 +88,12 @@ run kd_a1_L2_s2 --recipe kd --alpha 1 --kd_teacher "$KD_TEACHER" --seed 2 --stud
 run prokt-eval_a0.5_L2_s2 --recipe prokt --prokt_anchor eval --alpha 0.5 --seed 2 --student_layers 2
 # 2-layer student, seed 0, shorter budgets (300 and 700 steps, the learning rates decaying to 0 over each): from
 # which budget does ProKT pay? Evaluated every 100 steps.
-for steps in 300 700; do
-  run finetune_L2_steps${steps}_s0 --recipe finetune --seed 0 --student_layers 2 --max_steps $steps --eval_steps 100
-  run kd_a1_L2_steps${steps}_s0 --recipe kd --alpha 1 --kd_teacher "$KD_TEACHER" --seed 0 --student_layers 2 \
-    --max_steps $steps --eval_steps 100
-  run prokt-eval_a0.5_L2_steps${steps}_s0 --recipe prokt --prokt_anchor eval --alpha 0.5 --seed 0 --student_layers 2 \
-    --max_steps $steps --eval_steps 100
-done
+run finetune_L2_steps300_s0 --recipe finetune --seed 0 --student_layers 2 --max_steps 300 --eval_steps 100
+run kd_a1_L2_steps300_s0 --recipe kd --alpha 1 --kd_teacher "$KD_TEACHER" --seed 0 --student_layers 2 --max_steps 300 --eval_steps 100
+run prokt-eval_a0.5_L2_steps300_s0 --recipe prokt --prokt_anchor eval --alpha 0.5 --seed 0 --student_layers 2 --max_steps 300 --eval_steps 100
+run finetune_L2_steps700_s0 --recipe finetune --seed 0 --student_layers 2 --max_steps 700 --eval_steps 100
+run kd_a1_L2_steps700_s0 --recipe kd --alpha 1 --kd_teacher "$KD_TEACHER" --seed 0 --student_layers 2 --max_steps 700 --eval_steps 100
+run prokt-eval_a0.5_L2_steps700_s0 --recipe prokt --prokt_anchor eval --alpha 0.5 --seed 0 --student_layers 2 --max_steps 700 --eval_steps 100
 # 4-layer student, seed 0.
 run finetune_L4_s0 --recipe finetune --seed 0 --student_layers 4
 run kd_a1_L4_s0 --recipe kd --alpha 1 --kd_teacher "$KD_TEACHER" --seed 0 --student_layers 4
