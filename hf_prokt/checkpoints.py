@@ -6,7 +6,9 @@ Used by the example scripts (and meant for any script built like them):
   (``true``/``last``: the last *complete* checkpoint, see `safe_checkpoints`);
 - `check_output_dir` refuses to train into a folder that already holds a run, unless the user asked to
   overwrite it or to resume from it;
-- `clear_previous_run` removes what the new run will replace (called once every check has passed).
+- `clear_previous_run` removes what the new run will replace (called once every check has passed);
+- `start_of_run` and `replace_previous_run` do the first two and the third for a script's training
+  arguments and its trainer.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ RUN_FILES = (
     "training_curves.png", "README.md", "config.json", "model.safetensors", "model.safetensors.index.json",
     "pytorch_model.bin", "pytorch_model.bin.index.json", "generation_config.json", "tokenizer.json",
     "tokenizer_config.json", "special_tokens_map.json", "added_tokens.json", "vocab.txt", "vocab.json", "merges.txt",
-    "preprocessor_config.json",
+    "preprocessor_config.json", "predictions.txt", "predict_results.json",
 )
 RUN_PATTERNS = (f"{PREFIX_CHECKPOINT_DIR}-*", "predict_results_*.txt", "model-*-of-*.safetensors",
                 "pytorch_model-*-of-*.bin", "runs", f"{safe_checkpoints.STAGING_PREFIX}*")
@@ -119,3 +121,27 @@ def clear_previous_run(output_dir: str) -> list[str]:
         else:
             os.remove(path)
     return removed
+
+
+def start_of_run(training_args, overwrite_output_dir: bool) -> str | None:
+    """Before anything is loaded: the checkpoint ``--resume_from_checkpoint`` names (None for a fresh start),
+    after refusing an ``output_dir`` that holds an earlier run (`check_output_dir`). Nothing is checked when
+    the run does not train."""
+    if not training_args.do_train:
+        return None
+    resume_from = resolve_resume_checkpoint(training_args.resume_from_checkpoint, training_args.output_dir)
+    check_output_dir(training_args.output_dir, overwrite_output_dir, resume_from)
+    return resume_from
+
+
+def replace_previous_run(trainer, overwrite_output_dir: bool, log=None) -> None:
+    """With ``--overwrite_output_dir``, delete the earlier run in the trainer's ``output_dir``: call it once every
+    check of the new run has passed (data read, models built), so a refused run leaves the old one whole. The
+    main process deletes, every process waits for it."""
+    if not (trainer.args.do_train and overwrite_output_dir):
+        return
+    if trainer.is_world_process_zero():
+        for path in clear_previous_run(trainer.args.output_dir):
+            if log is not None:
+                log(f"--overwrite_output_dir: removed {path}")
+    trainer.accelerator.wait_for_everyone()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 import sys
 
@@ -137,6 +138,21 @@ def make_args(tmp_path, **overrides) -> ProKTTrainingArguments:
     )
     defaults.update(overrides)
     return ProKTTrainingArguments(**defaults)
+
+
+EXAMPLE_RUN_FILES = ("all_results.json", "train_results.json", "eval_results.json", "config.json", "model.safetensors",
+                     "tokenizer.json", "training_curves.png", "README.md")
+
+
+def check_example_outputs(out, strategy: str, metric: str, extra_files: tuple[str, ...] = ()) -> dict:
+    """What every text example leaves in ``out`` after ``--do_train --do_eval --plot``: its files, a teacher
+    metric exactly for prokt, the training loss and ``metric`` in all_results.json. Returns eval_results.json."""
+    for name in (*EXAMPLE_RUN_FILES, *extra_files):
+        assert (out / name).exists(), name
+    eval_results = json.loads((out / "eval_results.json").read_text())
+    assert ("eval_teacher_" + metric in eval_results) == (strategy == "prokt")
+    assert set(json.loads((out / "all_results.json").read_text())) >= {"train_loss", "eval_" + metric}
+    return eval_results
 
 
 def parameters_of(model: torch.nn.Module) -> dict[str, torch.Tensor]:

@@ -17,6 +17,9 @@ from hf_prokt.safe_checkpoints import write_completeness_marker
 from tests.test_image_classification import QUIET
 from tests.test_image_classification import SCRIPT as IMAGE_SCRIPT
 from tests.test_run_glue import common_args, load_script, model_dirs_in, single_sentence_files
+from tests.test_run_ner import SCRIPT as NER_SCRIPT
+from tests.test_run_ner import model_dirs as ner_model_dirs  # noqa: F401 (a fixture)
+from tests.test_run_ner import tagged_sentences, write_conll
 
 
 def snapshot(folder):
@@ -133,3 +136,26 @@ def test_image_example_refuses_overwrites_and_resumes(tmp_path):
     assert "checkpoint-7" not in names and "training_curves.png" not in names and "checkpoint-1" in names
     script.main([*argv, "--max_steps", "2", "--resume_from_checkpoint", "true"])
     assert json.loads((out / "trainer_state.json").read_text())["global_step"] == 2
+
+
+def test_run_ner_refuses_overwrites_and_resumes(ner_model_dirs, tmp_path):  # noqa: F811
+    from tests.conftest import load_example
+    from tests.test_run_ner import common_args as ner_args
+
+    script = load_example(NER_SCRIPT, "run_ner")
+    train = write_conll(tmp_path / "train.txt", tagged_sentences(16, 0))
+    test = write_conll(tmp_path / "test.txt", tagged_sentences(3, 1), tagged=False, docstart=False)
+    base = dict(strategy="finetune", train_file=train, test_file=test, do_eval=False, do_predict=True,
+                model_name_or_path=ner_model_dirs["student"], max_steps=2)
+    script.main(ner_args(tmp_path, save_strategy="steps", save_steps=1, **base))
+    out = tmp_path / "out"
+    assert {"checkpoint-1", "checkpoint-2", "predictions.txt"} <= set(os.listdir(out))
+    before = snapshot(out)
+    with pytest.raises(ValueError, match=r"already holds a training run .*--resume_from_checkpoint last"):
+        script.main(ner_args(tmp_path, **base))
+    assert snapshot(out) == before
+    script.main(ner_args(tmp_path, resume_from_checkpoint="last", **{**base, "max_steps": 3}))
+    assert json.loads((out / "trainer_state.json").read_text())["global_step"] == 3
+    script.main(ner_args(tmp_path, overwrite_output_dir=True, **{**base, "do_predict": False}))
+    names = set(os.listdir(out))
+    assert not any(name.startswith("checkpoint-") for name in names) and "predictions.txt" not in names

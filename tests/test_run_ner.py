@@ -10,7 +10,7 @@ import torch
 from seqeval.metrics import f1_score
 from transformers import AutoModelForTokenClassification, AutoTokenizer, BertTokenizerFast
 
-from tests.conftest import VOCAB_SIZE, load_example, tiny_tagger
+from tests.conftest import VOCAB_SIZE, check_example_outputs, load_example, tiny_tagger
 
 SCRIPT = Path(__file__).resolve().parent.parent / "examples" / "token_classification" / "run_ner.py"
 # 33 words and two suffix pieces: "w3s" is two sub-tokens, "w3" and "##s".
@@ -112,13 +112,8 @@ def test_conll_files_train_evaluate_predict_and_reload(run_ner, model_dirs, tmp_
     results = run_ner.main(argv)
 
     out = tmp_path / "out"
-    for name in ("all_results.json", "train_results.json", "eval_results.json", "config.json", "model.safetensors",
-                 "tokenizer.json", "training_curves.png", "README.md", "predictions.txt"):
-        assert (out / name).exists(), name
-    eval_results = json.loads((out / "eval_results.json").read_text())
+    eval_results = check_example_outputs(out, strategy, "f1", extra_files=("predictions.txt",))
     assert {"eval_precision", "eval_recall", "eval_f1", "eval_accuracy", "eval_loss"} <= set(eval_results)
-    assert ("eval_teacher_f1" in eval_results) == (strategy == "prokt")
-    assert set(json.loads((out / "all_results.json").read_text())) >= {"train_loss", "eval_f1"}
     assert results["eval_f1"] == eval_results["eval_f1"]
     card = (out / "README.md").read_text()
     assert "token-classification" in card and "eval_f1" not in card and "f1" in card
@@ -165,6 +160,29 @@ def test_json_lines_from_a_json_config_with_flag_overrides(run_ner, model_dirs, 
     assert {"eval_f1", "eval_teacher_f1", "eval_PER_f1", "eval_LOC_f1", "eval_PER_number"} <= set(results)
     assert AutoModelForTokenClassification.from_pretrained(tmp_path / "out").config.label2id == {
         t: i for i, t in enumerate(TAGS)}
+
+
+def test_student_init_from_builds_the_kd_student_from_a_pretrained_encoder_not_the_teacher(run_ner, model_dirs,
+                                                                                          tmp_path):
+    # A "pretrained" encoder (no tagging head) of the teacher's shape, with other weights than the teacher's.
+    init_dir = tmp_path / "pretrained"
+    pretrained = tiny_tagger(layers=4, hidden=32, num_labels=len(TAGS), seed=9)
+    pretrained.bert.save_pretrained(init_dir)
+    train = write_conll(tmp_path / "train.txt", tagged_sentences(16, 0))
+    argv = common_args(tmp_path, strategy="kd", train_file=train, do_eval=False, max_steps=1, learning_rate=0.0,
+                       teacher_model_name_or_path=model_dirs["teacher"], student_num_layers=2,
+                       student_init_from=str(init_dir))
+    run_ner.main(argv)
+    student = AutoModelForTokenClassification.from_pretrained(tmp_path / "out")
+    teacher = AutoModelForTokenClassification.from_pretrained(model_dirs["teacher"])
+    assert student.config.student_from_teacher["teacher"] == str(init_dir)
+    assert student.config.id2label == dict(enumerate(TAGS))
+    for student_index, source_index in enumerate([0, 2]):  # learning rate 0: still the copied layers
+        s_state = student.bert.encoder.layer[student_index].state_dict()
+        p_state = pretrained.bert.encoder.layer[source_index].state_dict()
+        t_state = teacher.bert.encoder.layer[source_index].state_dict()
+        assert all(torch.equal(s_state[k], p_state[k]) for k in p_state)
+        assert not all(torch.equal(s_state[k], t_state[k]) for k in t_state)
 
 
 def test_label_all_tokens_continues_the_entity_on_later_subtokens(run_ner):

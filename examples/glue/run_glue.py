@@ -22,6 +22,7 @@ import logging
 import os
 import sys
 from dataclasses import dataclass, field
+from functools import partial
 
 import datasets
 import numpy as np
@@ -41,70 +42,34 @@ from hf_prokt import (
     ProKTTrainingArguments,
     load_or_cache_teacher_logits,
     measure_compression,
-    student_from_teacher,
 )
 from hf_prokt.arguments import parse_config_and_flags
-from hf_prokt.checkpoints import check_output_dir, clear_previous_run, resolve_resume_checkpoint
+from hf_prokt.checkpoints import replace_previous_run, start_of_run
 from hf_prokt.compatibility import check_distillation_pair
 from hf_prokt.data_files import file_format, header_of, load_data_files
 from hf_prokt.final_evaluation import final_evaluation
 from hf_prokt.metrics import GLUE_TASKS, classification_metrics, compute_glue_metrics, regression_metrics
+from hf_prokt.script_arguments import (
+    CompressionArguments,
+    HubLoadingArguments,
+    RunOutputArguments,
+    TeacherStudentArguments,
+    build_teacher_and_student,
+)
 from hf_prokt.shutdown import end_process
 
 logger = logging.getLogger(__name__)
 
 
 @dataclass
-class ModelArguments:
-    teacher_model_name_or_path: str | None = field(
-        default=None,
-        metadata={"help": "Teacher: a Hub id or local folder of any AutoModelForSequenceClassification checkpoint "
-                          "(pretrained for prokt, already fine-tuned for kd). Not used by finetune."},
-    )
-    model_name_or_path: str | None = field(
-        default=None,
-        metadata={"help": "Student: a Hub id or local folder. Leave out and set --student_num_layers to build the "
-                          "student from the teacher."},
-    )
-    student_num_layers: int | None = field(
-        default=None,
-        metadata={"help": "Build the student from the teacher: its config with N layers, initialised from N "
-                          "uniformly spaced teacher layers (embeddings copied)."},
-    )
-    student_init_from: str | None = field(
-        default=None,
-        metadata={"help": "With --student_num_layers: build the student from this checkpoint's layers (e.g. the "
-                          "pretrained one the teacher was fine-tuned from) instead of the teacher's, so that a KD "
-                          "student does not start with the fine-tuned teacher's layers and head."},
-    )
-    tokenizer_name: str | None = field(
-        default=None, metadata={"help": "Tokenizer (default: the teacher's, else the student's). It serves both."}
-    )
-    cache_dir: str | None = field(default=None, metadata={"help": "Where downloaded models and data are stored."})
-    model_revision: str = field(default="main", metadata={"help": "Model revision (branch, tag or commit)."})
-    token: str | None = field(default=None, metadata={"help": "Hub token for private models."})
-    trust_remote_code: bool = field(default=False, metadata={"help": "Allow custom model code from the Hub."})
-    ignore_mismatched_sizes: bool = field(
-        default=False,
-        metadata={"help": "Re-initialise a classification head whose size differs from the task's labels (a "
-                          "checkpoint fine-tuned on another task)."},
-    )
-    measure_compression: bool = field(
-        default=False,
-        metadata={"help": "After training, measure the student against the teacher (parameters, safetensors size, "
-                          "inference latency on the training device): into all_results.json and the model card."},
-    )
-    compression_batch_sizes: list[int] = field(
-        default_factory=lambda: [1, 32],
-        metadata={"help": "Batch sizes timed by --measure_compression (the first is the headline speedup)."},
-    )
-    compression_repeats: int = field(
-        default=20, metadata={"help": "Timed forwards per model and batch size (median reported)."}
-    )
+class ModelArguments(CompressionArguments, HubLoadingArguments, TeacherStudentArguments):
+    """The teacher and student checkpoints (`TeacherStudentArguments`), how they are loaded
+    (`HubLoadingArguments`) and the compression measurement (`CompressionArguments`): see
+    `hf_prokt.script_arguments`."""
 
 
 @dataclass
-class DataTrainingArguments:
+class DataTrainingArguments(RunOutputArguments):
     task_name: str | None = field(
         default=None,
         metadata={"help": f"GLUE task: {', '.join(GLUE_TASKS)}. Loaded with `datasets` (Hub when online, the "
@@ -126,22 +91,12 @@ class DataTrainingArguments:
     max_train_samples: int | None = field(default=None, metadata={"help": "Keep the first N training examples."})
     max_eval_samples: int | None = field(default=None, metadata={"help": "Keep the first N evaluation examples."})
     max_predict_samples: int | None = field(default=None, metadata={"help": "Keep the first N test examples."})
-    plot: bool = field(
-        default=False,
-        metadata={"help": "Save training_curves.png in output_dir: student and teacher metric over steps and the "
-                          "KL between them (needs matplotlib; evaluate during training for more than one point)."},
-    )
     cache_teacher_logits: str | None = field(
         default=None,
         metadata={"help": "strategy kd: a folder for the teacher's logits on the training set. The first run "
                           "computes them (one teacher pass) and saves them there; later runs with the same teacher, "
                           "training data and preprocessing reuse them and train without running the teacher. A "
                           "cache made from another teacher or other data is refused."},
-    )
-    overwrite_output_dir: bool = field(
-        default=False,
-        metadata={"help": "Train into an output_dir that holds an earlier run: its checkpoints, results, plot and "
-                          "model are deleted first (without this flag, or --resume_from_checkpoint, it is refused)."},
     )
 
     def __post_init__(self):
@@ -301,30 +256,9 @@ def build_models(model_args, training_args, num_labels, label_names):
     """`(teacher or None, student)`, sharing one label set."""
     id2label, label2id = label_maps(label_names)
     attn = "eager" if training_args.attention_distill_weight > 0 else None
-    needs_teacher = training_args.strategy != "finetune"
-    init_from = model_args.student_init_from
-    if init_from and (not model_args.student_num_layers or model_args.model_name_or_path):
-        raise ValueError("--student_init_from builds the student from a checkpoint's layers: give "
-                         "--student_num_layers N, and no --model_name_or_path.")
-    teacher = None
-    if model_args.teacher_model_name_or_path and (
-            needs_teacher or (model_args.student_num_layers and not init_from)):
-        teacher = load_model(model_args.teacher_model_name_or_path, model_args, num_labels, id2label, label2id, attn)
-    elif needs_teacher:
-        raise ValueError(f"--strategy {training_args.strategy} needs --teacher_model_name_or_path.")
-    if init_from:
-        source = load_model(init_from, model_args, num_labels, id2label, label2id, attn)
-        student = student_from_teacher(source, model_args.student_num_layers)
-    elif model_args.student_num_layers:
-        if teacher is None:
-            raise ValueError("--student_num_layers builds the student from the teacher: give "
-                             "--teacher_model_name_or_path.")
-        student = student_from_teacher(teacher, model_args.student_num_layers)
-    elif model_args.model_name_or_path:
-        student = load_model(model_args.model_name_or_path, model_args, num_labels, id2label, label2id, attn)
-    else:
-        raise ValueError("Give the student: --model_name_or_path, or --student_num_layers N with a teacher.")
-    return (teacher if needs_teacher else None), student
+    load = partial(load_model, model_args=model_args, num_labels=num_labels, id2label=id2label, label2id=label2id,
+                   attn_implementation=attn)
+    return build_teacher_and_student(model_args, training_args.strategy, load)
 
 
 def parse_arguments(argv: list[str]):
@@ -337,10 +271,7 @@ def parse_arguments(argv: list[str]):
 def main(argv: list[str] | None = None) -> dict:
     model_args, data_args, training_args = parse_arguments(sys.argv[1:] if argv is None else argv)
     check_compression_arguments(model_args, data_args, training_args)
-    resume_from = None
-    if training_args.do_train:
-        resume_from = resolve_resume_checkpoint(training_args.resume_from_checkpoint, training_args.output_dir)
-        check_output_dir(training_args.output_dir, data_args.overwrite_output_dir, resume_from)
+    resume_from = start_of_run(training_args, data_args.overwrite_output_dir)
 
     logging.basicConfig(format="%(asctime)s - %(levelname)s - %(name)s - %(message)s", level=logging.INFO
                         if training_args.should_log else logging.WARNING)
@@ -425,11 +356,7 @@ def main(argv: list[str] | None = None) -> dict:
         data_collator=data_collator,
     )
 
-    if training_args.do_train and data_args.overwrite_output_dir:  # every check passed: now replace the old run
-        if trainer.is_world_process_zero():
-            for path in clear_previous_run(training_args.output_dir):
-                logger.info(f"--overwrite_output_dir: removed {path}")
-        trainer.accelerator.wait_for_everyone()
+    replace_previous_run(trainer, data_args.overwrite_output_dir, logger.info)  # every check passed
 
     results = {}
     if training_args.do_train:

@@ -43,9 +43,10 @@ from transformers import (
 
 from hf_prokt import ProKTTrainer, ProKTTrainingArguments, load_or_cache_teacher_logits, measure_compression
 from hf_prokt.arguments import parse_config_and_flags
-from hf_prokt.checkpoints import check_output_dir, clear_previous_run, resolve_resume_checkpoint
+from hf_prokt.checkpoints import replace_previous_run, start_of_run
 from hf_prokt.final_evaluation import final_evaluation
 from hf_prokt.metrics import compute_image_classification_metrics
+from hf_prokt.script_arguments import CompressionArguments, HubLoadingArguments, RunOutputArguments
 from hf_prokt.shutdown import end_process
 from hf_prokt.vision import (
     AUGMENTATIONS,
@@ -63,7 +64,11 @@ DIGITS_IMAGE_SIZE = 32
 
 
 @dataclass
-class ModelArguments:
+class ModelArguments(CompressionArguments, HubLoadingArguments):
+    """Both models' checkpoints or configs, and the image processor; how checkpoints are loaded
+    (`HubLoadingArguments`) and the compression measurement (`CompressionArguments`): see
+    `hf_prokt.script_arguments`."""
+
     teacher_model_name_or_path: str | None = field(
         default=None, metadata={"help": "Pretrained (or fine-tuned, for kd) teacher: Hub id or local folder."}
     )
@@ -88,31 +93,10 @@ class ModelArguments:
         metadata={"help": f"Side of the input images for models built from configs (default: "
                   f"{DIGITS_IMAGE_SIZE} for digits, else 224)."},
     )
-    cache_dir: str | None = field(default=None, metadata={"help": "Where downloaded models and data are stored."})
-    model_revision: str = field(default="main", metadata={"help": "Model revision (branch, tag or commit)."})
-    token: str | None = field(default=None, metadata={"help": "Hub token for private models."})
-    trust_remote_code: bool = field(default=False, metadata={"help": "Allow custom model code from the Hub."})
-    ignore_mismatched_sizes: bool = field(
-        default=False,
-        metadata={"help": "Give pretrained models a new classification head for the dataset's labels (e.g. an "
-                  "ImageNet checkpoint on CIFAR-100)."},
-    )
-    measure_compression: bool = field(
-        default=False,
-        metadata={"help": "After training, measure the student against the teacher (parameters, safetensors size, "
-                  "inference latency on the training device): into all_results.json and the model card."},
-    )
-    compression_batch_sizes: list[int] = field(
-        default_factory=lambda: [1, 32],
-        metadata={"help": "Batch sizes timed by --measure_compression (the first is the headline speedup)."},
-    )
-    compression_repeats: int = field(
-        default=20, metadata={"help": "Timed forwards per model and batch size (median reported)."}
-    )
 
 
 @dataclass
-class DataTrainingArguments:
+class DataTrainingArguments(RunOutputArguments):
     dataset_name: str | None = field(
         default=None, metadata={"help": "A datasets image-classification set (Hub id or local dataset script)."}
     )
@@ -131,22 +115,12 @@ class DataTrainingArguments:
     )
     max_train_samples: int | None = field(default=None, metadata={"help": "Keep the first N training images."})
     max_eval_samples: int | None = field(default=None, metadata={"help": "Keep the first N evaluation images."})
-    plot: bool = field(
-        default=False,
-        metadata={"help": "Save the training curves (student and teacher accuracy, losses, KL) as "
-                  "training_curves.png in output_dir (needs matplotlib)."},
-    )
     cache_teacher_logits: str | None = field(
         default=None,
         metadata={"help": "strategy kd, --augmentation none: a folder for the teacher's logits on the training "
                   "images. The first run preprocesses the images once (stored as pixel values: mind the disk for "
                   "large images), computes the logits and saves both there; later runs with the same teacher and "
                   "data reuse them. A cache made from another teacher or other data is refused."},
-    )
-    overwrite_output_dir: bool = field(
-        default=False,
-        metadata={"help": "Train into an output_dir that holds an earlier run: its checkpoints, results, plot and "
-                  "model are deleted first (without this flag, or --resume_from_checkpoint, it is refused)."},
     )
 
     def __post_init__(self):
@@ -309,10 +283,7 @@ def main(argv: list[str] | None = None) -> dict:
                          f"{training_args.strategy!r}. Remove it, or use --strategy kd.")
     if model_args.measure_compression and training_args.strategy == "finetune":
         raise ValueError("--measure_compression compares the student with its teacher: use --strategy kd or prokt.")
-    resume_from = None
-    if training_args.do_train:
-        resume_from = resolve_resume_checkpoint(training_args.resume_from_checkpoint, training_args.output_dir)
-        check_output_dir(training_args.output_dir, data_args.overwrite_output_dir, resume_from)
+    resume_from = start_of_run(training_args, data_args.overwrite_output_dir)
     # The images are transformed on the fly: the Trainer must not drop the image column first.
     training_args.remove_unused_columns = False
 
@@ -369,11 +340,7 @@ def main(argv: list[str] | None = None) -> dict:
         compute_metrics=compute_image_classification_metrics(len(names)),
     )
 
-    if training_args.do_train and data_args.overwrite_output_dir:  # every check passed: now replace the old run
-        if trainer.is_world_process_zero():
-            for path in clear_previous_run(training_args.output_dir):
-                logger.info(f"--overwrite_output_dir: removed {path}")
-        trainer.accelerator.wait_for_everyone()
+    replace_previous_run(trainer, data_args.overwrite_output_dir, logger.info)  # every check passed
 
     results = {}
     if training_args.do_train:

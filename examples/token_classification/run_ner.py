@@ -24,6 +24,7 @@ import logging
 import os
 import sys
 from dataclasses import dataclass, field
+from functools import partial
 
 import datasets
 import numpy as np
@@ -37,10 +38,17 @@ from transformers import (
     set_seed,
 )
 
-from hf_prokt import ProKTTrainer, ProKTTrainingArguments, student_from_teacher
+from hf_prokt import ProKTTrainer, ProKTTrainingArguments
 from hf_prokt.arguments import parse_config_and_flags
+from hf_prokt.checkpoints import replace_previous_run, start_of_run
 from hf_prokt.final_evaluation import final_evaluation
 from hf_prokt.metrics import compute_ner_metrics
+from hf_prokt.script_arguments import (
+    HubLoadingArguments,
+    RunOutputArguments,
+    TeacherStudentArguments,
+    build_teacher_and_student,
+)
 from hf_prokt.shutdown import end_process
 
 logger = logging.getLogger(__name__)
@@ -51,40 +59,14 @@ PREFIX_SPACE_MODELS = {"bloom", "gpt2", "roberta", "deberta", "longformer", "bar
 
 
 @dataclass
-class ModelArguments:
-    teacher_model_name_or_path: str | None = field(
-        default=None,
-        metadata={"help": "Teacher: a Hub id or local folder of any AutoModelForTokenClassification checkpoint "
-                          "(pretrained for prokt, already fine-tuned on these tags for kd). Not used by finetune."},
-    )
-    model_name_or_path: str | None = field(
-        default=None,
-        metadata={"help": "Student: a Hub id or local folder. Leave out and set --student_num_layers to build the "
-                          "student from the teacher."},
-    )
-    student_num_layers: int | None = field(
-        default=None,
-        metadata={"help": "Build the student from the teacher: its config with N layers, initialised from N "
-                          "uniformly spaced teacher layers (embeddings copied)."},
-    )
-    tokenizer_name: str | None = field(
-        default=None,
-        metadata={"help": "Tokenizer (default: the teacher's, else the student's). It serves both; it must be a "
-                          "fast tokenizer (word ids are needed to align tags with sub-tokens)."},
-    )
-    cache_dir: str | None = field(default=None, metadata={"help": "Where downloaded models and data are stored."})
-    model_revision: str = field(default="main", metadata={"help": "Model revision (branch, tag or commit)."})
-    token: str | None = field(default=None, metadata={"help": "Hub token for private models."})
-    trust_remote_code: bool = field(default=False, metadata={"help": "Allow custom model code from the Hub."})
-    ignore_mismatched_sizes: bool = field(
-        default=False,
-        metadata={"help": "Re-initialise a classification head whose size differs from the data's tags (a "
-                          "checkpoint fine-tuned on another tag set)."},
-    )
+class ModelArguments(HubLoadingArguments, TeacherStudentArguments):
+    """The teacher and student checkpoints (`TeacherStudentArguments`) and how they are loaded
+    (`HubLoadingArguments`): see `hf_prokt.script_arguments`. The tokenizer must be a fast one: aligning tags
+    with sub-tokens needs its word ids."""
 
 
 @dataclass
-class DataTrainingArguments:
+class DataTrainingArguments(RunOutputArguments):
     dataset_name: str | None = field(
         default=None,
         metadata={"help": "A dataset of the Hub (e.g. conll2003), loaded with `datasets`; or give files."},
@@ -121,11 +103,6 @@ class DataTrainingArguments:
     max_train_samples: int | None = field(default=None, metadata={"help": "Keep the first N training sentences."})
     max_eval_samples: int | None = field(default=None, metadata={"help": "Keep the first N evaluation sentences."})
     max_predict_samples: int | None = field(default=None, metadata={"help": "Keep the first N test sentences."})
-    plot: bool = field(
-        default=False,
-        metadata={"help": "Save training_curves.png in output_dir: student and teacher F1 over steps and the KL "
-                          "between them (needs matplotlib; evaluate during training for more than one point)."},
-    )
 
     def __post_init__(self):
         if self.dataset_name is None and not (self.train_file or self.validation_file or self.test_file):
@@ -296,26 +273,13 @@ def load_model(name_or_path: str, model_args: ModelArguments, labels: list[str],
 def build_models(model_args: ModelArguments, training_args: ProKTTrainingArguments, labels: list[str]):
     """``(teacher or None, student)``, sharing one tag set."""
     attn = "eager" if training_args.attention_distill_weight > 0 else None
-    needs_teacher = training_args.strategy != "finetune"
-    teacher = None
-    if model_args.teacher_model_name_or_path and (needs_teacher or model_args.student_num_layers):
-        teacher = load_model(model_args.teacher_model_name_or_path, model_args, labels, attn)
-    elif needs_teacher:
-        raise ValueError(f"--strategy {training_args.strategy} needs --teacher_model_name_or_path.")
-    if model_args.student_num_layers:
-        if teacher is None:
-            raise ValueError("--student_num_layers builds the student from the teacher: give "
-                             "--teacher_model_name_or_path.")
-        student = student_from_teacher(teacher, model_args.student_num_layers)
-    elif model_args.model_name_or_path:
-        student = load_model(model_args.model_name_or_path, model_args, labels, attn)
-    else:
-        raise ValueError("Give the student: --model_name_or_path, or --student_num_layers N with a teacher.")
-    return (teacher if needs_teacher else None), student
+    load = partial(load_model, model_args=model_args, labels=labels, attn_implementation=attn)
+    return build_teacher_and_student(model_args, training_args.strategy, load)
 
 
 def load_tokenizer(model_args: ModelArguments):
-    source = model_args.tokenizer_name or model_args.teacher_model_name_or_path or model_args.model_name_or_path
+    source = (model_args.tokenizer_name or model_args.teacher_model_name_or_path or model_args.student_init_from
+              or model_args.model_name_or_path)
     try:
         model_type = AutoConfig.from_pretrained(source, cache_dir=model_args.cache_dir, token=model_args.token,
                                                 trust_remote_code=model_args.trust_remote_code).model_type
@@ -342,6 +306,7 @@ def parse_arguments(argv: list[str]):
 
 def main(argv: list[str] | None = None) -> dict:
     model_args, data_args, training_args = parse_arguments(sys.argv[1:] if argv is None else argv)
+    resume_from = start_of_run(training_args, data_args.overwrite_output_dir)
 
     logging.basicConfig(format="%(asctime)s - %(levelname)s - %(name)s - %(message)s", level=logging.INFO
                         if training_args.should_log else logging.WARNING)
@@ -355,11 +320,12 @@ def main(argv: list[str] | None = None) -> dict:
                              f"{split!r} split).")
     labels = label_list(raw, data_args)
     check_tags(raw, origins, data_args, labels)
-    if model_args.teacher_model_name_or_path and (training_args.strategy != "finetune"
-                                                  or model_args.student_num_layers):
-        labels = align_with_model_labels(labels, model_args.teacher_model_name_or_path, model_args)
-    elif model_args.model_name_or_path:
-        labels = align_with_model_labels(labels, model_args.model_name_or_path, model_args)
+    teacher_is_loaded = model_args.teacher_model_name_or_path and (
+        training_args.strategy != "finetune" or (model_args.student_num_layers and not model_args.student_init_from))
+    label_source = (model_args.teacher_model_name_or_path if teacher_is_loaded
+                    else model_args.student_init_from or model_args.model_name_or_path)
+    if label_source:  # the checkpoint whose head fixes the tags' order (see build_teacher_and_student)
+        labels = align_with_model_labels(labels, label_source, model_args)
     label_to_id = {name: i for i, name in enumerate(labels)}
     # With --label_all_tokens, a word's later sub-tokens continue its entity: B-X becomes I-X (when it exists).
     continuation = {i: label_to_id.get("I-" + name[2:], i) if name.startswith("B-") else i
@@ -414,9 +380,11 @@ def main(argv: list[str] | None = None) -> dict:
             tokenizer, pad_to_multiple_of=8 if training_args.fp16 or training_args.bf16 else None),
     )
 
+    replace_previous_run(trainer, data_args.overwrite_output_dir, logger.info)  # every check passed
+
     results = {}
     if training_args.do_train:
-        train_result = trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
+        train_result = trainer.train(resume_from_checkpoint=resume_from)
         metrics = {**train_result.metrics, "train_samples": len(processed["train"])}
         trainer.save_model()
         trainer.log_metrics("train", metrics)

@@ -1,0 +1,141 @@
+"""Argument dataclasses shared by the example scripts, and the way they build a teacher and a student.
+
+``run_glue.py``, ``run_ner.py`` and ``run_image_classification.py`` each parse three dataclasses with
+`transformers.HfArgumentParser`: their own ``ModelArguments`` and ``DataTrainingArguments`` and
+`ProKTTrainingArguments`. The flags the scripts have in common live here once, as small dataclasses the
+scripts' own classes inherit from, so that a flag means the same thing (and is checked the same way) in
+every script:
+
+- `HubLoadingArguments`: where and how checkpoints are loaded (cache, revision, token, remote code, heads
+  resized to the data's labels);
+- `TeacherStudentArguments`: the teacher and the student of a text script, the student either a checkpoint
+  or built from a teacher's (or another checkpoint's) layers; `build_teacher_and_student` reads them;
+- `CompressionArguments`: ``--measure_compression`` and its settings;
+- `RunOutputArguments`: ``--overwrite_output_dir`` and ``--plot``.
+
+A script built like the examples can import them the same way.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from torch import nn
+
+from .students import student_from_teacher
+
+
+@dataclass
+class HubLoadingArguments:
+    cache_dir: str | None = field(default=None, metadata={"help": "Where downloaded models and data are stored."})
+    model_revision: str = field(default="main", metadata={"help": "Model revision (branch, tag or commit)."})
+    token: str | None = field(default=None, metadata={"help": "Hub token for private models."})
+    trust_remote_code: bool = field(default=False, metadata={"help": "Allow custom model code from the Hub."})
+    ignore_mismatched_sizes: bool = field(
+        default=False,
+        metadata={"help": "Give a pretrained checkpoint a new classification head when its size differs from the "
+                          "data's labels (e.g. a checkpoint fine-tuned on another label set)."},
+    )
+
+
+@dataclass
+class TeacherStudentArguments:
+    teacher_model_name_or_path: str | None = field(
+        default=None,
+        metadata={"help": "Teacher: a Hub id or local folder of a checkpoint of the script's task (pretrained for "
+                          "prokt, already fine-tuned on these labels for kd). Not used by finetune."},
+    )
+    model_name_or_path: str | None = field(
+        default=None,
+        metadata={"help": "Student: a Hub id or local folder. Leave out and set --student_num_layers to build the "
+                          "student from the teacher."},
+    )
+    student_num_layers: int | None = field(
+        default=None,
+        metadata={"help": "Build the student from the teacher: its config with N layers, initialised from N "
+                          "uniformly spaced teacher layers (embeddings copied)."},
+    )
+    student_init_from: str | None = field(
+        default=None,
+        metadata={"help": "With --student_num_layers: build the student from this checkpoint's layers (e.g. the "
+                          "pretrained one the teacher was fine-tuned from) instead of the teacher's, so that a KD "
+                          "student does not start with the fine-tuned teacher's layers and head."},
+    )
+    tokenizer_name: str | None = field(
+        default=None, metadata={"help": "Tokenizer (default: the teacher's, else the student's). It serves both."}
+    )
+
+
+@dataclass
+class CompressionArguments:
+    measure_compression: bool = field(
+        default=False,
+        metadata={"help": "After training, measure the student against the teacher (parameters, safetensors size, "
+                          "inference latency on the training device): into all_results.json and the model card."},
+    )
+    compression_batch_sizes: list[int] = field(
+        default_factory=lambda: [1, 32],
+        metadata={"help": "Batch sizes timed by --measure_compression (the first is the headline speedup)."},
+    )
+    compression_repeats: int = field(
+        default=20, metadata={"help": "Timed forwards per model and batch size (median reported)."}
+    )
+
+
+@dataclass
+class RunOutputArguments:
+    overwrite_output_dir: bool = field(
+        default=False,
+        metadata={"help": "Train into an output_dir that holds an earlier run: its checkpoints, results, plot and "
+                          "model are deleted first (without this flag, or --resume_from_checkpoint, it is refused)."},
+    )
+    plot: bool = field(
+        default=False,
+        metadata={"help": "Save training_curves.png in output_dir: the student's and the teacher's metric over "
+                          "steps and the KL between them (needs matplotlib; evaluate during training for more than "
+                          "one point)."},
+    )
+
+
+def build_teacher_and_student(
+    args: TeacherStudentArguments, strategy: str, load: Callable[[str], nn.Module],
+) -> tuple[nn.Module | None, nn.Module]:
+    """The teacher the strategy trains with (None for ``finetune``) and the student, as the flags of
+    `TeacherStudentArguments` name them.
+
+    Args:
+        args: the script's model arguments.
+        strategy: ``"finetune"``, ``"kd"`` or ``"prokt"``.
+        load: loads a checkpoint (Hub id or folder) as the script's model class, with the data's labels.
+
+    The student is, in this order: ``student_num_layers`` layers of ``student_init_from``; that many layers of
+    the teacher; or the checkpoint ``model_name_or_path``. The teacher is loaded only when the strategy trains
+    with it or the student is built from it.
+
+    Raises:
+        ValueError: before anything is loaded, for a combination of flags that names no student, or no teacher
+            where one is needed.
+    """
+    needs_teacher = strategy != "finetune"
+    init_from, num_layers = args.student_init_from, args.student_num_layers
+    teacher_path = args.teacher_model_name_or_path
+    if init_from and (not num_layers or args.model_name_or_path):
+        raise ValueError("--student_init_from builds the student from a checkpoint's layers: give "
+                         "--student_num_layers N, and no --model_name_or_path.")
+    if needs_teacher and not teacher_path:
+        raise ValueError(f"--strategy {strategy} needs --teacher_model_name_or_path.")
+    if num_layers and not init_from and not teacher_path:
+        raise ValueError("--student_num_layers builds the student from the teacher: give "
+                         "--teacher_model_name_or_path (or --student_init_from).")
+    if not num_layers and not args.model_name_or_path:
+        raise ValueError("Give the student: --model_name_or_path, or --student_num_layers N with a teacher.")
+
+    teacher = load(teacher_path) if teacher_path and (needs_teacher or (num_layers and not init_from)) else None
+    if init_from:
+        student = student_from_teacher(load(init_from), num_layers)
+    elif num_layers:
+        student = student_from_teacher(teacher, num_layers)
+    else:
+        student = load(args.model_name_or_path)
+    return (teacher if needs_teacher else None), student

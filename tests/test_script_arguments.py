@@ -1,0 +1,104 @@
+"""`hf_prokt.script_arguments`: the flags the three example scripts share mean the same in each, and
+`build_teacher_and_student` loads exactly the checkpoints a strategy needs and builds the student from the
+right one."""
+
+import pytest
+import torch
+from transformers import HfArgumentParser
+
+from hf_prokt import ProKTTrainingArguments
+from hf_prokt.script_arguments import TeacherStudentArguments, build_teacher_and_student
+from tests.conftest import load_example, tiny_bert
+from tests.test_image_classification import SCRIPT as IMAGE_SCRIPT
+from tests.test_run_glue import SCRIPT as GLUE_SCRIPT
+from tests.test_run_ner import SCRIPT as NER_SCRIPT
+
+SHARED_FLAGS = ["--cache_dir", "cache", "--model_revision", "v2", "--token", "secret", "--trust_remote_code", "true",
+                "--ignore_mismatched_sizes", "true", "--overwrite_output_dir", "true", "--plot", "true"]
+SCRIPTS = {  # script, the name it is loaded as, the flags its data arguments need
+    "glue": (GLUE_SCRIPT, "run_glue", ["--task_name", "sst2"]),
+    "ner": (NER_SCRIPT, "run_ner", ["--train_file", "train.txt"]),
+    "image": (IMAGE_SCRIPT, "run_image_classification", []),
+}
+
+
+@pytest.mark.parametrize("name", sorted(SCRIPTS))
+def test_every_script_parses_the_shared_flags_alike(name):
+    path, module, data_flags = SCRIPTS[name]
+    script = load_example(path, module)
+    parser = HfArgumentParser((script.ModelArguments, script.DataTrainingArguments, ProKTTrainingArguments))
+    model_args, data_args, _ = parser.parse_args_into_dataclasses(
+        args=[*SHARED_FLAGS, *data_flags, "--output_dir", "out"])
+    assert (model_args.cache_dir, model_args.model_revision, model_args.token) == ("cache", "v2", "secret")
+    assert model_args.trust_remote_code and model_args.ignore_mismatched_sizes
+    assert data_args.overwrite_output_dir and data_args.plot
+    if name != "ner":  # the scripts that measure compression
+        compression, _ = HfArgumentParser((script.ModelArguments, ProKTTrainingArguments)).parse_args_into_dataclasses(
+            args=["--measure_compression", "true", "--compression_batch_sizes", "4", "8", "--output_dir", "out"])
+        assert compression.measure_compression and compression.compression_batch_sizes == [4, 8]
+    if name != "image":  # the text scripts build students from a teacher's or another checkpoint's layers
+        assert isinstance(model_args, TeacherStudentArguments)
+
+
+class RecordingLoader:
+    """``load(name)`` for `build_teacher_and_student`: hands out tiny 4-layer BERTs (one per name, different
+    weights) and records which names were loaded."""
+
+    def __init__(self):
+        self.loaded, self.models = [], {}
+
+    def __call__(self, name):
+        self.loaded.append(name)
+        return self.models.setdefault(name, tiny_bert(layers=4, seed=len(self.models) + 3))
+
+
+def layers_equal(student, source, source_layers):
+    return all(torch.equal(s, t) for i, j in enumerate(source_layers)
+               for s, t in zip(student.bert.encoder.layer[i].parameters(), source.bert.encoder.layer[j].parameters()))
+
+
+@pytest.mark.parametrize("strategy", ["finetune", "kd", "prokt"])
+def test_the_student_comes_from_student_init_from_and_the_teacher_is_loaded_only_when_trained_with(strategy):
+    load = RecordingLoader()
+    args = TeacherStudentArguments(teacher_model_name_or_path="teacher", student_num_layers=2,
+                                   student_init_from="pretrained")
+    teacher, student = build_teacher_and_student(args, strategy, load)
+    assert load.loaded == (["pretrained"] if strategy == "finetune" else ["teacher", "pretrained"])
+    assert (teacher is None) == (strategy == "finetune")
+    assert student.config.num_hidden_layers == 2
+    assert layers_equal(student, load.models["pretrained"], [0, 2])
+    assert student.config.student_from_teacher["teacher_layers"] == [0, 2]
+    if teacher is not None:
+        assert teacher is load.models["teacher"] and not layers_equal(student, teacher, [0, 2])
+
+
+@pytest.mark.parametrize("strategy", ["finetune", "kd"])
+def test_without_student_init_from_the_student_is_built_from_the_teacher(strategy):
+    load = RecordingLoader()
+    teacher, student = build_teacher_and_student(
+        TeacherStudentArguments(teacher_model_name_or_path="teacher", student_num_layers=2), strategy, load)
+    assert load.loaded == ["teacher"] and (teacher is None) == (strategy == "finetune")
+    assert layers_equal(student, load.models["teacher"], [0, 2])
+
+
+def test_a_student_checkpoint_is_loaded_as_it_is():
+    load = RecordingLoader()
+    teacher, student = build_teacher_and_student(
+        TeacherStudentArguments(teacher_model_name_or_path="teacher", model_name_or_path="student"), "prokt", load)
+    assert load.loaded == ["teacher", "student"]
+    assert teacher is load.models["teacher"] and student is load.models["student"]
+
+
+@pytest.mark.parametrize("flags, strategy, message", [
+    (dict(student_num_layers=2), "prokt", "--strategy prokt needs --teacher_model_name_or_path"),
+    (dict(student_num_layers=2), "finetune", "--student_num_layers builds the student from the teacher"),
+    (dict(student_init_from="pretrained", teacher_model_name_or_path="t"), "kd", "give --student_num_layers N"),
+    (dict(student_init_from="pretrained", student_num_layers=2, model_name_or_path="s"), "finetune",
+     "and no --model_name_or_path"),
+    (dict(teacher_model_name_or_path="t"), "kd", "Give the student"),
+])
+def test_flag_combinations_that_name_no_model_are_refused_before_loading_anything(flags, strategy, message):
+    load = RecordingLoader()
+    with pytest.raises(ValueError, match=message):
+        build_teacher_and_student(TeacherStudentArguments(**flags), strategy, load)
+    assert load.loaded == []
