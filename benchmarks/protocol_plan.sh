@@ -98,3 +98,24 @@ run prokt-eval_a0.5_L2_steps700_s0 --recipe prokt --prokt_anchor eval --alpha 0.
 run finetune_L4_s0 --recipe finetune --seed 0 --student_layers 4
 run kd_a1_L4_s0 --recipe kd --alpha 1 --kd_teacher "$KD_TEACHER" --seed 0 --student_layers 4
 run prokt-eval_a0.5_L4_s0 --recipe prokt --prokt_anchor eval --alpha 0.5 --seed 0 --student_layers 4
+# The variations the verdict calls for (docs/benchmarks.md, "Variations"): seed 0, one change at a time against
+# the 2-layer runs above, every recipe where the change alters the student's starting point or budget.
+# The ProKT teacher warm-started from the fine-tuned KD teacher (its head kept) instead of the pretrained checkpoint.
+run prokt-eval_a0.5_teacher-kd_teacher_minilm_sst2_L2_s0 --recipe prokt --prokt_anchor eval --alpha 0.5 --prokt_teacher "$KD_TEACHER" --seed 0 --student_layers 2
+# Two epochs instead of one (3,790 steps).
+run finetune_L2_steps3790_s0 --recipe finetune --seed 0 --student_layers 2 --max_steps 3790
+run kd_a1_L2_steps3790_s0 --recipe kd --alpha 1 --kd_teacher "$KD_TEACHER" --seed 0 --student_layers 2 --max_steps 3790
+run prokt-eval_a0.5_L2_steps3790_s0 --recipe prokt --prokt_anchor eval --alpha 0.5 --seed 0 --student_layers 2 --max_steps 3790
+# Hidden-state terms (weight 1, uniform layer map) added to KD and to ProKT.
+run kd_a1_hidden_distill_weight1_L2_s0 --recipe kd --alpha 1 --kd_teacher "$KD_TEACHER" --seed 0 --student_layers 2 --hidden_distill_weight 1
+run prokt-eval_a0.5_hidden_distill_weight1_L2_s0 --recipe prokt --prokt_anchor eval --alpha 0.5 --seed 0 --student_layers 2 --hidden_distill_weight 1
+# A ramp of alpha over the first 200 steps (the student learns from labels while the teacher's head is cold).
+run prokt-eval_a0.5_alpha_warmup_steps200_L2_s0 --recipe prokt --prokt_anchor eval --alpha 0.5 --seed 0 --student_layers 2 --alpha_warmup_steps 200
+# Other teacher layers: the student from layers 2 and 5 (the upper half) instead of 0 and 3, every recipe.
+run finetune_layers2-5_L2_s0 --recipe finetune --seed 0 --student_layers 2 --student_source_layers 2,5
+run kd_a1_layers2-5_L2_s0 --recipe kd --alpha 1 --kd_teacher "$KD_TEACHER" --seed 0 --student_layers 2 --student_source_layers 2,5
+run prokt-eval_a0.5_layers2-5_L2_s0 --recipe prokt --prokt_anchor eval --alpha 0.5 --seed 0 --student_layers 2 --student_source_layers 2,5
+# A larger teacher-student gap: a 1-layer student.
+run finetune_L1_s0 --recipe finetune --seed 0 --student_layers 1
+run kd_a1_L1_s0 --recipe kd --alpha 1 --kd_teacher "$KD_TEACHER" --seed 0 --student_layers 1
+run prokt-eval_a0.5_L1_s0 --recipe prokt --prokt_anchor eval --alpha 0.5 --seed 0 --student_layers 1

@@ -71,7 +71,8 @@ TINY_DEFAULTS = dict(output_dir=os.path.join(quality.RESULTS_DIR, "protocol_tiny
                      logging_steps=2, student_lr=3e-3, teacher_lr=3e-3, max_length=16)
 # Settings whose value, when not the default, goes into the run's name (two different runs never share a file).
 NAMED_SETTINGS = ("student_lr", "teacher_lr", "prokt_lambda", "temperature", "warmup_ratio", "weight_decay",
-                  "max_grad_norm", "batch_size", "max_length", "zero_init_classifier", "subset_seed")
+                  "max_grad_norm", "batch_size", "max_length", "zero_init_classifier", "subset_seed",
+                  "hidden_distill_weight", "alpha_warmup_steps", "lambda_warmup_steps")
 
 
 # ---------------------------------------------------------------------------------------------- arguments
@@ -96,6 +97,16 @@ def build_parser() -> argparse.ArgumentParser:
         "gives a warm start, its head kept)")
     add("--student_init", default=None,
         help="checkpoint the student's layers are copied from (default: the pretrained MiniLM-L6)")
+    add("--student_source_layers", default=None,
+        help="comma-separated 0-based layers of --student_init the student's layers are copied from, one per "
+        "student layer, e.g. 3,5 (default: uniformly spaced from the first: 0,3 for 2 of 6 layers)")
+    add("--hidden_distill_weight", type=float, default=0.0,
+        help="kd and prokt: weight of the hidden-state MSE between the student's layers and the teacher's "
+        "(layer map uniform)")
+    add("--alpha_warmup_steps", type=int, default=0,
+        help="kd and prokt: ramp alpha from 0 (labels only) to --alpha over this many steps (0: no ramp)")
+    add("--lambda_warmup_steps", type=int, default=0,
+        help="prokt: ramp the teacher's lambda from 0 to --prokt_lambda over this many steps (0: no ramp)")
     add("--tag", default=None, help="appended to the run's name, for changes the name does not show")
     add("--data_dir", default=common.DEFAULT_SST2_DIR, help="folder with SST-2 train.tsv and validation.tsv")
     add("--train_samples", type=int, default=None, help="a fixed random training subset (default: all sentences)")
@@ -150,6 +161,24 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         path = getattr(args, flag)
         if path is not None and not os.path.isfile(os.path.join(path, "config.json")):
             parser.error(f"--{flag} {path}: no config.json there; give a folder written by save_pretrained.")
+    if args.recipe == "finetune":
+        for flag in ("hidden_distill_weight", "alpha_warmup_steps"):
+            if getattr(args, flag):
+                parser.error(f"--{flag} weighs or ramps a teacher's term: finetune has none (leave it out).")
+    if args.lambda_warmup_steps and args.recipe != "prokt":
+        parser.error("--lambda_warmup_steps ramps ProKT's lambda: it applies to --recipe prokt only.")
+    for flag in ("hidden_distill_weight", "alpha_warmup_steps", "lambda_warmup_steps"):
+        if getattr(args, flag) < 0:
+            parser.error(f"--{flag} must be >= 0.")
+    if args.student_source_layers is not None:
+        try:
+            args.student_source_layers = [int(part) for part in args.student_source_layers.split(",")]
+        except ValueError:
+            parser.error(f"--student_source_layers {args.student_source_layers!r}: write 0-based layer numbers "
+                         "separated by commas, e.g. 3,5.")
+        if len(args.student_source_layers) != args.student_layers:
+            parser.error(f"--student_source_layers names {len(args.student_source_layers)} layers for a "
+                         f"{args.student_layers}-layer student (--student_layers): name one per student layer.")
     for flag in ("student_layers", "batch_size", "eval_batch_size", "logging_steps", "max_length"):
         if getattr(args, flag) < 1:
             parser.error(f"--{flag} must be at least 1.")
@@ -197,6 +226,8 @@ def run_variant(args: argparse.Namespace) -> str:
         parts.append(f"init-{_folder_name(args.student_init)}")
     if args.prokt_teacher is not None:
         parts.append(f"teacher-{_folder_name(args.prokt_teacher)}")
+    if args.student_source_layers is not None:
+        parts.append("layers" + "-".join(str(i) for i in args.student_source_layers))
     for key in NAMED_SETTINGS:
         value = getattr(args, key)
         if value != args.defaults[key]:
@@ -265,11 +296,12 @@ def build_models(args: argparse.Namespace, pretrained: str, kd_teacher: str | No
     source_path = args.student_init or pretrained
     source, source_head_loaded = load_classifier(source_path, args.seed)
     set_labels(source, labels)
-    student = student_from_teacher(source, args.student_layers)
+    student = student_from_teacher(source, args.student_layers, args.student_source_layers)
     del source
     if args.zero_init_classifier:
         zero_classification_layer(student)
     student_info = {"checkpoint": os.path.abspath(source_path), "layers": args.student_layers,
+                    "source_layers": student.config.student_from_teacher["teacher_layers"],
                     "head": "copied from the checkpoint" if source_head_loaded else "freshly initialised",
                     "head_zeroed": args.zero_init_classifier, "labels": student.config.id2label,
                     "parameters": sum(p.numel() for p in student.parameters())}
@@ -323,6 +355,9 @@ def training_arguments(args: argparse.Namespace, workdir: str, strategy: str, ma
         weight_decay=args.weight_decay, adam_beta1=0.9, adam_beta2=0.999, adam_epsilon=1e-8,
         lr_scheduler_type="linear", warmup_steps=args.warmup_ratio, max_grad_norm=args.max_grad_norm,
         prokt_lambda=args.prokt_lambda, distill_alpha=args.alpha, distill_temperature=args.temperature,
+        hidden_distill_weight=args.hidden_distill_weight if strategy != "finetune" else 0.0,
+        distill_alpha_warmup_steps=args.alpha_warmup_steps if strategy != "finetune" else 0,
+        prokt_lambda_warmup_steps=args.lambda_warmup_steps if strategy == "prokt" else 0,
         zero_init_classifier=False, evaluate_teacher=strategy == "prokt",
         eval_strategy="steps" if args.eval_steps else "no", eval_steps=args.eval_steps or None,
         logging_strategy="steps", logging_steps=args.logging_steps, save_strategy="no", report_to=[],
@@ -402,7 +437,7 @@ def curve(log_history: list[dict]) -> list[dict]:
 
 def training_logs(log_history: list[dict]) -> list[dict]:
     keys = ("loss", "teacher_loss", "kl_student_teacher", "student_kl", "grad_norm", "learning_rate",
-            "teacher_learning_rate")
+            "teacher_learning_rate", "student_hidden_loss", "distill_alpha", "prokt_lambda")
     return [{"step": h["step"], **{k: h[k] for k in keys if k in h}}
             for h in log_history if "loss" in h and not any(k.startswith("eval_") for k in h)]
 
@@ -457,6 +492,10 @@ def hyperparameters(args: argparse.Namespace, max_steps: int, train_examples: in
         "prokt_constraint": "penalty" if args.recipe == "prokt" else None,
         "prokt_target": "updated" if args.recipe == "prokt" else None,
         "prokt_anchor": args.anchor, "zero_init_classifier": args.zero_init_classifier,
+        "hidden_distill_weight": args.hidden_distill_weight if args.recipe != "finetune" else None,
+        "alpha_warmup_steps": args.alpha_warmup_steps if args.recipe != "finetune" else None,
+        "lambda_warmup_steps": args.lambda_warmup_steps if args.recipe == "prokt" else None,
+        "student_source_layers": args.student_source_layers,
         "eval_steps": args.eval_steps, "eval_batch_size": args.eval_batch_size, "logging_steps": args.logging_steps,
         "seed": args.seed, "data_seed": args.seed, "subset_seed": args.subset_seed,
     }

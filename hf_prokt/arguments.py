@@ -94,6 +94,23 @@ class ProKTTrainingArguments(TrainingArguments):
             "authors' setting) means the student never sees hard labels."
         },
     )
+    distill_alpha_warmup_steps: int = field(
+        default=0,
+        metadata={
+            "help": "Ramp the student's alpha linearly from 0 (labels only) up to distill_alpha over the first N "
+            "optimizer steps (alpha at step t: distill_alpha * min(1, t / N)); 0: no ramp. For a ProKT teacher "
+            "that starts from a fresh head, whose first targets are near uniform: the student learns from the "
+            "labels meanwhile. Needs labels."
+        },
+    )
+    prokt_lambda_warmup_steps: int = field(
+        default=0,
+        metadata={
+            "help": "strategy='prokt', penalty constraint: ramp lambda linearly from 0 up to prokt_lambda over the "
+            "first N optimizer steps, so that the teacher first learns the task from the labels before it is "
+            "pulled towards the student; 0: no ramp."
+        },
+    )
     hidden_distill_weight: float = field(
         default=0.0,
         metadata={"help": "Weight of the MSE between projected student hidden states and mapped teacher layers."},
@@ -176,6 +193,17 @@ class ProKTTrainingArguments(TrainingArguments):
                      "embedding_distill_weight", "attention_distill_weight"):
             if getattr(self, name) < 0:
                 fail(name, f"{getattr(self, name)} is negative", "Use 0 or a positive number.")
+        for name in ("distill_alpha_warmup_steps", "prokt_lambda_warmup_steps"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+                fail(name, f"{value!r} is not a whole number of steps >= 0", "Use 0 (no ramp) or a step count.")
+        if self.distill_alpha_warmup_steps and self.strategy == "finetune":
+            fail("distill_alpha_warmup_steps", "it ramps the weight of the teacher's term, but strategy is "
+                 "'finetune'", "Set it to 0, or use strategy 'kd' or 'prokt'.")
+        if self.prokt_lambda_warmup_steps and (self.strategy != "prokt" or self.prokt_constraint != "penalty"):
+            fail("prokt_lambda_warmup_steps", f"it ramps prokt_lambda, which only strategy='prokt' with "
+                 f"prokt_constraint='penalty' uses (here {self.strategy!r}, {self.prokt_constraint!r})",
+                 "Set it to 0, or use strategy='prokt' with the penalty constraint.")
         self.layer_map = self._parse_layer_map(self.layer_map, fail)
         if not isinstance(self.stop_on_nonfinite, bool):
             fail("stop_on_nonfinite", f"{self.stop_on_nonfinite!r} is not a boolean", "Use True or False.")
@@ -205,6 +233,16 @@ class ProKTTrainingArguments(TrainingArguments):
         if any(i < 1 for i in value):
             fail("layer_map", f"{list(value)} has an index below 1", "Teacher layers are numbered from 1.")
         return list(value)
+
+    def alpha_at(self, step: int) -> float:
+        """The student's alpha at optimizer step ``step`` (0-based): `distill_alpha`, ramped over
+        `distill_alpha_warmup_steps`."""
+        return _ramped(self.distill_alpha, step, self.distill_alpha_warmup_steps)
+
+    def lambda_at(self, step: int) -> float:
+        """The teacher's move-back weight at optimizer step ``step``: `prokt_lambda`, ramped over
+        `prokt_lambda_warmup_steps`."""
+        return _ramped(self.prokt_lambda, step, self.prokt_lambda_warmup_steps)
 
     @property
     def uses_intermediate_terms(self) -> bool:
@@ -240,3 +278,8 @@ def parse_config_and_flags(parser, argv: list[str]) -> tuple:
             as_flags += [f"--{key}", *(str(v).lower() if isinstance(v, bool) else str(v) for v in values)]
         argv = as_flags + list(argv[1:])
     return parser.parse_args_into_dataclasses(argv)
+
+
+def _ramped(value: float, step: int, warmup_steps: int) -> float:
+    """``value * min(1, step / warmup_steps)``; ``value`` itself without a ramp."""
+    return value if warmup_steps <= 0 else value * min(1.0, step / warmup_steps)

@@ -123,8 +123,9 @@ NO_DEEPSPEED_TEACHER = (
     "or strategy='finetune'."
 )
 NEEDS_LABELS = (
-    "the training data has no labels: ProKT trains the teacher on them, and distill_alpha < 1 trains the student on "
-    "them. Add a 'label' or 'labels' column, or use strategy='kd' with distill_alpha=1.0 for unlabelled data."
+    "the training data has no labels: ProKT trains the teacher on them, and distill_alpha < 1 (or a ramp "
+    "distill_alpha_warmup_steps) trains the student on them. Add a 'label' or 'labels' column, or use strategy='kd' "
+    "with distill_alpha=1.0 and no ramp for unlabelled data."
 )
 
 
@@ -169,9 +170,9 @@ def check_teacher_sharding(args, *, deepspeed: bool, fsdp: bool, fsdp2: bool) ->
 
 
 def check_has_labels(args, dataset) -> None:
-    """ProKT's teacher and a student with ``distill_alpha < 1`` learn from labels: a training set with named
-    columns must have a label column."""
-    if args.strategy != "prokt" and args.distill_alpha >= 1:
+    """ProKT's teacher and a student with ``distill_alpha < 1`` (or a ramp of alpha, which starts at 0) learn
+    from labels: a training set with named columns must have a label column."""
+    if args.strategy != "prokt" and args.distill_alpha >= 1 and not args.distill_alpha_warmup_steps:
         return
     columns = getattr(dataset, "column_names", None)
     if isinstance(columns, list) and not {"label", "labels", "label_ids"} & set(columns):

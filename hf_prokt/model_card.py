@@ -176,6 +176,9 @@ def distillation_hyperparameters(args) -> dict:
         else:
             values["prokt_lambda"] = args.prokt_lambda
     values.update({"distill_temperature": args.distill_temperature, "distill_alpha": args.distill_alpha})
+    for name in ("distill_alpha_warmup_steps", "prokt_lambda_warmup_steps"):
+        if getattr(args, name):
+            values[name] = getattr(args, name)
     for name in ("hidden_distill_weight", "embedding_distill_weight", "attention_distill_weight"):
         if getattr(args, name) > 0:
             values[name] = getattr(args, name)

@@ -359,7 +359,7 @@ class ProKTTrainer(TeacherEvaluationMixin, Trainer):
             student_outputs = model(**self._model_inputs(inputs), **self._intermediate_output_flags())
 
         loss, parts = student_loss(
-            student_outputs.logits, target.logits, labels, self.args.distill_alpha,
+            student_outputs.logits, target.logits, labels, self.args.alpha_at(self.state.global_step),
             self.args.distill_temperature, self.args.label_smoothing_factor,
             attention_mask=inputs.get("attention_mask"),  # per-token KD without labels: the real tokens count
         )
@@ -454,7 +454,8 @@ class ProKTTrainer(TeacherEvaluationMixin, Trainer):
                     )
                 else:
                     loss, proximity = teacher_penalty_loss(
-                        outputs.logits, student_logits, labels, self.args.prokt_lambda, self.args.distill_temperature,
+                        outputs.logits, student_logits, labels, self.args.lambda_at(self.state.global_step),
+                        self.args.distill_temperature,
                     )
                 self.accelerator.backward(loss / len(batches))
             stale_targets.append(_Target.detached(outputs) if self.args.prokt_target == "stale" else None)
@@ -615,6 +616,11 @@ class ProKTTrainer(TeacherEvaluationMixin, Trainer):
                 logs["teacher_learning_rate"] = self._teacher_last_lr
             if self.args.strategy == "prokt" and self.args.prokt_constraint == "dual":
                 logs["prokt_beta"] = self.dual_beta
+            # A ramped weight: its value at the last step logged (global_step has moved past it).
+            if self.args.distill_alpha_warmup_steps:
+                logs["distill_alpha"] = self.args.alpha_at(self.state.global_step - 1)
+            if self.args.prokt_lambda_warmup_steps:
+                logs["prokt_lambda"] = self.args.lambda_at(self.state.global_step - 1)
         super().log(logs, start_time)
 
     # ------------------------------------------------------------------ saving, the Hub, checkpoints

@@ -54,11 +54,11 @@ def hand_computed_prokt_step(student, teacher, batch, lam=0.4, target="updated",
 
 
 def run_one_step(tmp_path, student, teacher, data, **overrides):
-    args = make_args(
-        tmp_path, optim="sgd", lr_scheduler_type="constant", weight_decay=0.0, max_grad_norm=0.0,
-        learning_rate=STUDENT_LR, teacher_learning_rate=TEACHER_LR, max_steps=1,
-        per_device_train_batch_size=len(data), **overrides,
-    )
+    args = make_args(tmp_path, **{
+        "optim": "sgd", "lr_scheduler_type": "constant", "weight_decay": 0.0, "max_grad_norm": 0.0,
+        "learning_rate": STUDENT_LR, "teacher_learning_rate": TEACHER_LR, "max_steps": 1,
+        "per_device_train_batch_size": len(data), **overrides,
+    })
     trainer = ProKTTrainer(model=student, teacher_model=teacher, args=args, train_dataset=data)
     trainer.train()
     return trainer

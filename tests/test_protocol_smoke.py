@@ -163,6 +163,10 @@ def test_summary_refuses_an_empty_folder(tmp_path):
     (["--recipe", "kd", "--prokt_anchor", "eval", "--tiny"], "--prokt_anchor applies to --recipe prokt only"),
     (["--recipe", "prokt", "--prokt_teacher", "/nonexistent"], "no config.json there"),
     (["--recipe", "prokt", "--alpha", "1.5"], "outside"),
+    (["--recipe", "finetune", "--hidden_distill_weight", "1"], "finetune has none"),
+    (["--recipe", "kd", "--tiny", "--lambda_warmup_steps", "10"], "--recipe prokt only"),
+    (["--recipe", "prokt", "--student_source_layers", "1"], "names 1 layers for a 2-layer student"),
+    (["--recipe", "prokt", "--student_source_layers", "a,b"], "0-based layer numbers"),
 ])
 def test_bad_arguments_are_refused_before_anything_runs(tmp_path, capsys, argv, message):
     with pytest.raises(SystemExit):
@@ -189,6 +193,25 @@ def test_run_names_show_what_differs():
     assert name("finetune", "--student_lr", "5e-5", "--max_steps", "600", "--no-zero_init_classifier") == (
         "finetune_student_lr5e-05_no-zero_init_classifier_L2_steps600_s0")
     assert name("finetune", "--train_samples", "8000", "--tag", "x") == "finetune_x_L2_n8000_s0"
+    assert name("prokt", "--student_source_layers", "3,5", "--hidden_distill_weight", "1", "--alpha_warmup_steps",
+                "200", "--lambda_warmup_steps", "100") == (
+        f"prokt-{anchor}_a1_layers3-5_hidden_distill_weight1_alpha_warmup_steps200_lambda_warmup_steps100_L2_s0")
+
+
+def test_the_variation_flags_reach_the_models_and_the_trainer(tmp_path):
+    """--student_source_layers picks the copied layers; --hidden_distill_weight and the ramps reach the training
+    logs (one tiny ProKT run)."""
+    argv = ["--tiny", "--recipe", "prokt", "--alpha", "0.5", "--student_source_layers", "1,3", "--max_steps", "6",
+            "--eval_steps", "0", "--hidden_distill_weight", "1", "--alpha_warmup_steps", "4",
+            "--lambda_warmup_steps", "2", "--output_dir", str(tmp_path)]
+    assert sst2_protocol.main(argv) == 0
+    run = json.loads(next(tmp_path.glob("*.json")).read_text())
+    assert run["models"]["student"]["source_layers"] == [1, 3]
+    assert run["hyperparameters"]["student_source_layers"] == [1, 3]
+    logs = run["training_logs"]
+    assert [log["distill_alpha"] for log in logs] == [0.125, 0.375, 0.5]  # logged every 2 steps: steps 1, 3, 5
+    assert [log["prokt_lambda"] for log in logs] == [0.2, 0.4, 0.4]
+    assert all(log["student_hidden_loss"] > 0 for log in logs)
 
 
 @dataclasses.dataclass
@@ -224,12 +247,16 @@ def plan_runs(kd_teacher: str) -> list[tuple[str, list[str]]]:
 
 def test_the_plan_names_each_run_as_the_harness_does(tmp_path, monkeypatch):
     monkeypatch.setattr(sst2_protocol, "ProKTTrainingArguments", _ArgumentsWithAnchor)  # the plan asks for both
-    (tmp_path / "config.json").write_text("{}")  # --kd_teacher must be a model folder
-    runs = plan_runs(str(tmp_path))
-    assert len(runs) == 21
+    kd_teacher = tmp_path / "kd_teacher_minilm_sst2"  # the plan's default folder name, which run names show
+    kd_teacher.mkdir()
+    (kd_teacher / "config.json").write_text("{}")  # --kd_teacher must be a model folder
+    runs = plan_runs(str(kd_teacher))
+    assert len(runs) == 34
     names = [name for name, _ in runs]
     assert len(set(names)) == len(names)
     for name, arguments in runs:
         assert sst2_protocol.parse_args(arguments).name == name
     assert {"prokt-eval_a0.5_L2_s1", "kd_a1_L2_s2", "kd_a1_L4_s0", "prokt-train_a0.5_L2_s0",
-            "kd_a1_L2_steps300_s0", "prokt-eval_a0.5_L2_steps700_s0"} <= set(names)
+            "kd_a1_L2_steps300_s0", "prokt-eval_a0.5_L2_steps700_s0", "prokt-eval_a0.5_L1_s0",
+            "prokt-eval_a0.5_teacher-kd_teacher_minilm_sst2_L2_s0", "kd_a1_layers2-5_L2_s0",
+            "prokt-eval_a0.5_alpha_warmup_steps200_L2_s0", "kd_a1_hidden_distill_weight1_L2_s0"} <= set(names)
