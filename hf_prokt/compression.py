@@ -8,6 +8,7 @@ warm-up, taking the median of the repeats.
 
 from __future__ import annotations
 
+import logging
 import os
 import statistics
 import tempfile
@@ -18,6 +19,8 @@ import torch
 from accelerate import PartialState
 from torch import nn
 from transformers import PreTrainedModel
+
+logger = logging.getLogger(__name__)
 
 _LABEL_KEYS = ("labels", "label", "label_ids")
 
@@ -119,6 +122,22 @@ def measure_compression(teacher: nn.Module, student: nn.Module, example_batch: d
         teacher_latency_ms=latencies["teacher"], student_latency_ms=latencies["student"], device=str(device),
         repeats=repeats, warmup=warmup, torch_threads=torch.get_num_threads(),
     )
+
+
+def record_compression(trainer, teacher: nn.Module, example_batch: dict, batch_sizes: tuple[int, ...],
+                       repeats: int) -> dict:
+    """`measure_compression` of ``teacher`` against the trainer's (unwrapped) student on ``example_batch``, on
+    the training device, recorded where a training script reports it: ``compression_results.json`` and
+    ``all_results.json`` (`Trainer.save_metrics`) and the model card (``trainer.compression_report``, read
+    by `ProKTTrainer.create_model_card`; call this before the card is written). Returns the flat figures."""
+    report = measure_compression(teacher, trainer.accelerator.unwrap_model(trainer.model), example_batch,
+                                 batch_sizes=tuple(batch_sizes), repeats=repeats, device=trainer.args.device)
+    logger.info(f"Student against teacher: {report.parameter_ratio:.2f}x fewer parameters, "
+                f"{report.speedup[report.batch_sizes[0]]:.2f}x faster at batch {report.batch_sizes[0]}.")
+    trainer.compression_report = report
+    metrics = report.to_dict()
+    trainer.save_metrics("compression", metrics, combined=True)
+    return metrics
 
 
 def parameter_count(model: nn.Module) -> int:

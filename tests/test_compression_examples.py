@@ -6,15 +6,18 @@ from pathlib import Path
 
 import pytest
 import torch
-from transformers import AutoModelForSequenceClassification
+from transformers import AutoModelForSequenceClassification, AutoModelForTokenClassification
 
 import hf_prokt.teacher_cache
 from tests.conftest import load_example, tiny_bert
 from tests.test_run_glue import common_args, model_dirs_in, single_sentence_files
+from tests.test_run_ner import common_args as ner_args
+from tests.test_run_ner import save_taggers, tagged_sentences, write_conll
 
 ROOT = Path(__file__).resolve().parent.parent
 GLUE = ROOT / "examples" / "glue" / "run_glue.py"
 IMAGES = ROOT / "examples" / "image_classification" / "run_image_classification.py"
+NER = ROOT / "examples" / "token_classification" / "run_ner.py"
 
 
 @pytest.fixture(scope="module")
@@ -129,3 +132,26 @@ def test_image_cache_with_fixed_preprocessing_and_refused_with_augmentation(run_
     assert first["speedup"] == first["teacher_latency_ms_bs2"] / first["student_latency_ms_bs2"]
     with pytest.raises(ValueError, match="augmented images differ at every epoch"):
         run_images.main([*args, "--output_dir", str(tmp_path / "kd3"), "--augmentation", "crop"])
+
+
+def test_ner_measure_compression_into_results_and_card(tmp_path):
+    run_ner = load_example(NER, "run_ner_compression")
+    dirs = save_taggers(tmp_path / "taggers")
+    train = write_conll(tmp_path / "train.txt", tagged_sentences(16, 0))
+    out = tmp_path / "run"
+    with pytest.raises(ValueError, match="--measure_compression compares the student with its teacher"):
+        run_ner.main(["--model_name_or_path", dirs["student"], "--strategy", "finetune", "--train_file", train,
+                      "--measure_compression", *ner_args(tmp_path, output_dir=str(out), do_eval=False)])
+    assert not out.exists()
+    results = run_ner.main(["--teacher_model_name_or_path", dirs["teacher"], "--model_name_or_path", dirs["student"],
+                            "--strategy", "finetune", "--train_file", train, "--measure_compression",
+                            "--compression_batch_sizes", "1", "4", "--compression_repeats", "3",
+                            *ner_args(tmp_path, output_dir=str(out), do_eval=False, max_steps=2)])
+    saved = json.loads((out / "all_results.json").read_text())
+    for key in ("teacher_latency_ms", "student_latency_ms", "speedup", "parameter_ratio", "speedup_bs4"):
+        assert key in saved and saved[key] == results[key], key
+    counts = [sum(p.numel() for p in AutoModelForTokenClassification.from_pretrained(d).parameters())
+              for d in (dirs["teacher"], out)]
+    assert saved["parameter_ratio"] == counts[0] / counts[1]
+    card = (out / "README.md").read_text()
+    assert f"| 4 | {saved['teacher_latency_ms_bs4']:.2f} | {saved['student_latency_ms_bs4']:.2f} |" in card

@@ -26,8 +26,13 @@ def run_ner():
 
 @pytest.fixture(scope="module")
 def model_dirs(tmp_path_factory):
-    """A 4-layer teacher and a 2-layer student tagging len(TAGS) tags, saved with one local WordPiece tokenizer."""
-    root = tmp_path_factory.mktemp("taggers")
+    return save_taggers(tmp_path_factory.mktemp("taggers"))
+
+
+def save_taggers(root: Path) -> dict[str, str]:
+    """A 4-layer teacher and a 2-layer student tagging len(TAGS) tags, saved in ``root`` with one local WordPiece
+    tokenizer: ``{"teacher": folder, "student": folder}``."""
+    root.mkdir(parents=True, exist_ok=True)
     vocab = root / "vocab.txt"
     vocab.write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + WORDS + PIECES) + "\n")
     tokenizer = BertTokenizerFast(vocab=str(vocab))

@@ -41,11 +41,11 @@ from hf_prokt import (
     ProKTTrainer,
     ProKTTrainingArguments,
     load_or_cache_teacher_logits,
-    measure_compression,
 )
 from hf_prokt.arguments import parse_config_and_flags
 from hf_prokt.checkpoints import replace_previous_run, start_of_run
 from hf_prokt.compatibility import check_distillation_pair
+from hf_prokt.compression import record_compression
 from hf_prokt.data_files import file_format, header_of, load_data_files
 from hf_prokt.final_evaluation import final_evaluation
 from hf_prokt.metrics import GLUE_TASKS, classification_metrics, compute_glue_metrics, regression_metrics
@@ -435,20 +435,11 @@ def with_cached_teacher_logits(path, teacher, train_dataset, data_collator, trai
 
 
 def measure(trainer, teacher, dataset, data_collator, model_args) -> dict:
-    """`hf_prokt.measure_compression` on a batch of the data, on the training device; the figures go into
-    ``compression_results.json``, ``all_results.json`` and the model card."""
+    """`hf_prokt.compression.record_compression` on a batch of the data, on the training device."""
     inputs = [name for name in ("input_ids", "attention_mask", "token_type_ids") if name in dataset.column_names]
     rows = dataset.select_columns(inputs).select(range(min(len(dataset), max(model_args.compression_batch_sizes))))
-    report = measure_compression(teacher, trainer.accelerator.unwrap_model(trainer.model),
-                                 data_collator([rows[i] for i in range(len(rows))]),
-                                 batch_sizes=tuple(model_args.compression_batch_sizes),
-                                 repeats=model_args.compression_repeats, device=trainer.args.device)
-    logger.info(f"Student against teacher: {report.parameter_ratio:.2f}x fewer parameters, "
-                f"{report.speedup[report.batch_sizes[0]]:.2f}x faster at batch {report.batch_sizes[0]}.")
-    trainer.compression_report = report
-    metrics = report.to_dict()
-    trainer.save_metrics("compression", metrics, combined=True)
-    return metrics
+    return record_compression(trainer, teacher, data_collator([rows[i] for i in range(len(rows))]),
+                              model_args.compression_batch_sizes, model_args.compression_repeats)
 
 
 def card_arguments(data_args: DataTrainingArguments, model_args: ModelArguments) -> dict:

@@ -41,9 +41,10 @@ from transformers import (
     set_seed,
 )
 
-from hf_prokt import ProKTTrainer, ProKTTrainingArguments, load_or_cache_teacher_logits, measure_compression
+from hf_prokt import ProKTTrainer, ProKTTrainingArguments, load_or_cache_teacher_logits
 from hf_prokt.arguments import parse_config_and_flags
 from hf_prokt.checkpoints import replace_previous_run, start_of_run
+from hf_prokt.compression import record_compression
 from hf_prokt.final_evaluation import final_evaluation
 from hf_prokt.metrics import compute_image_classification_metrics
 from hf_prokt.script_arguments import CompressionArguments, HubLoadingArguments, RunOutputArguments
@@ -377,17 +378,10 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 def measure(trainer, teacher, dataset, model_args) -> dict:
-    """`hf_prokt.measure_compression` on a batch of images, on the training device; into
-    ``compression_results.json``, ``all_results.json`` and the model card."""
+    """`hf_prokt.compression.record_compression` on a batch of images, on the training device."""
     rows = [dataset[i] for i in range(min(len(dataset), max(model_args.compression_batch_sizes)))]
-    report = measure_compression(teacher, trainer.accelerator.unwrap_model(trainer.model),
-                                 {"pixel_values": collate_images(rows)["pixel_values"]},
-                                 batch_sizes=tuple(model_args.compression_batch_sizes),
-                                 repeats=model_args.compression_repeats, device=trainer.args.device)
-    trainer.compression_report = report
-    metrics = report.to_dict()
-    trainer.save_metrics("compression", metrics, combined=True)
-    return metrics
+    return record_compression(trainer, teacher, {"pixel_values": collate_images(rows)["pixel_values"]},
+                              model_args.compression_batch_sizes, model_args.compression_repeats)
 
 
 if __name__ == "__main__":

@@ -41,9 +41,11 @@ from transformers import (
 from hf_prokt import ProKTTrainer, ProKTTrainingArguments
 from hf_prokt.arguments import parse_config_and_flags
 from hf_prokt.checkpoints import replace_previous_run, start_of_run
+from hf_prokt.compression import record_compression
 from hf_prokt.final_evaluation import final_evaluation
 from hf_prokt.metrics import compute_ner_metrics
 from hf_prokt.script_arguments import (
+    CompressionArguments,
     HubLoadingArguments,
     RunOutputArguments,
     TeacherStudentArguments,
@@ -59,10 +61,11 @@ PREFIX_SPACE_MODELS = {"bloom", "gpt2", "roberta", "deberta", "longformer", "bar
 
 
 @dataclass
-class ModelArguments(HubLoadingArguments, TeacherStudentArguments):
-    """The teacher and student checkpoints (`TeacherStudentArguments`) and how they are loaded
-    (`HubLoadingArguments`): see `hf_prokt.script_arguments`. The tokenizer must be a fast one: aligning tags
-    with sub-tokens needs its word ids."""
+class ModelArguments(CompressionArguments, HubLoadingArguments, TeacherStudentArguments):
+    """The teacher and student checkpoints (`TeacherStudentArguments`), how they are loaded
+    (`HubLoadingArguments`) and the compression measurement (`CompressionArguments`): see
+    `hf_prokt.script_arguments`. The tokenizer must be a fast one: aligning tags with sub-tokens needs its
+    word ids."""
 
 
 @dataclass
@@ -306,6 +309,9 @@ def parse_arguments(argv: list[str]):
 
 def main(argv: list[str] | None = None) -> dict:
     model_args, data_args, training_args = parse_arguments(sys.argv[1:] if argv is None else argv)
+    if model_args.measure_compression and not model_args.teacher_model_name_or_path:
+        raise ValueError("--measure_compression compares the student with its teacher: give "
+                         "--teacher_model_name_or_path.")
     resume_from = start_of_run(training_args, data_args.overwrite_output_dir)
 
     logging.basicConfig(format="%(asctime)s - %(levelname)s - %(name)s - %(message)s", level=logging.INFO
@@ -332,6 +338,8 @@ def main(argv: list[str] | None = None) -> dict:
                     for i, name in enumerate(labels)}
 
     teacher, student = build_models(model_args, training_args, labels)
+    if model_args.measure_compression and teacher is None:  # fine-tuning: the teacher is only measured against
+        teacher = load_model(model_args.teacher_model_name_or_path, model_args, labels)
     tokenizer = load_tokenizer(model_args)
     if len(tokenizer) > student.config.vocab_size:
         raise ValueError(f"the tokenizer has {len(tokenizer)} tokens but the student's vocabulary only "
@@ -372,12 +380,14 @@ def main(argv: list[str] | None = None) -> dict:
                 processed[split] = dataset.map(preprocess, batched=True, fn_kwargs={"split": split},
                                                remove_columns=dataset.column_names, desc=f"Tokenizing {split}")
 
+    data_collator = DataCollatorForTokenClassification(
+        tokenizer, pad_to_multiple_of=8 if training_args.fp16 or training_args.bf16 else None)
+    training_teacher = teacher if training_args.strategy != "finetune" else None  # finetune: measured, not trained
     trainer = ProKTTrainer(
-        model=student, teacher_model=teacher, args=training_args, train_dataset=processed.get("train"),
+        model=student, teacher_model=training_teacher, args=training_args, train_dataset=processed.get("train"),
         eval_dataset=processed.get("validation"), processing_class=tokenizer,
         compute_metrics=compute_ner_metrics(labels, entity_level=data_args.return_entity_level_metrics),
-        data_collator=DataCollatorForTokenClassification(
-            tokenizer, pad_to_multiple_of=8 if training_args.fp16 or training_args.bf16 else None),
+        data_collator=data_collator,
     )
 
     replace_previous_run(trainer, data_args.overwrite_output_dir, logger.info)  # every check passed
@@ -386,6 +396,8 @@ def main(argv: list[str] | None = None) -> dict:
     if training_args.do_train:
         train_result = trainer.train(resume_from_checkpoint=resume_from)
         metrics = {**train_result.metrics, "train_samples": len(processed["train"])}
+        if model_args.measure_compression:  # before save_model, so that the card carries the figures
+            results.update(measure(trainer, teacher, processed["train"], data_collator, model_args))
         trainer.save_model()
         trainer.log_metrics("train", metrics)
         trainer.save_metrics("train", metrics)
@@ -397,6 +409,8 @@ def main(argv: list[str] | None = None) -> dict:
         trainer.log_metrics("eval", metrics)
         trainer.save_metrics("eval", metrics, combined=True)
         results.update(metrics)
+    if model_args.measure_compression and not training_args.do_train:
+        results.update(measure(trainer, teacher, next(iter(processed.values())), data_collator, model_args))
     dataset_label = data_args.dataset_name or "custom"
     if data_args.plot and trainer.is_world_process_zero():
         from hf_prokt.plot import plot_training
@@ -416,6 +430,14 @@ def main(argv: list[str] | None = None) -> dict:
     elif training_args.do_train:
         trainer.create_model_card(**card)  # after evaluation: the card carries the final metrics
     return results
+
+
+def measure(trainer, teacher, dataset, data_collator, model_args) -> dict:
+    """`hf_prokt.compression.record_compression` on a batch of the tokenized sentences, on the training device."""
+    inputs = [name for name in ("input_ids", "attention_mask", "token_type_ids") if name in dataset.column_names]
+    rows = dataset.select_columns(inputs).select(range(min(len(dataset), max(model_args.compression_batch_sizes))))
+    return record_compression(trainer, teacher, data_collator([rows[i] for i in range(len(rows))]),
+                              model_args.compression_batch_sizes, model_args.compression_repeats)
 
 
 def align_labels(word_ids: list[int | None], word_labels: list[int], continuation: dict[int, int],
