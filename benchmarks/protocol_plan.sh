@@ -98,6 +98,14 @@ run prokt-eval_a0.5_L2_steps700_s0 --recipe prokt --prokt_anchor eval --alpha 0.
 run finetune_L4_s0 --recipe finetune --seed 0 --student_layers 4
 run kd_a1_L4_s0 --recipe kd --alpha 1 --kd_teacher "$KD_TEACHER" --seed 0 --student_layers 4
 run prokt-eval_a0.5_L4_s0 --recipe prokt --prokt_anchor eval --alpha 0.5 --seed 0 --student_layers 4
+# 4-layer student, seeds 1 and 2: on seed 0 ProKT led KD by 0.6 point (last) and 0.8 (best-dev); paired seeds
+# tell whether that holds.
+run finetune_L4_s1 --recipe finetune --seed 1 --student_layers 4
+run kd_a1_L4_s1 --recipe kd --alpha 1 --kd_teacher "$KD_TEACHER" --seed 1 --student_layers 4
+run prokt-eval_a0.5_L4_s1 --recipe prokt --prokt_anchor eval --alpha 0.5 --seed 1 --student_layers 4
+run finetune_L4_s2 --recipe finetune --seed 2 --student_layers 4
+run kd_a1_L4_s2 --recipe kd --alpha 1 --kd_teacher "$KD_TEACHER" --seed 2 --student_layers 4
+run prokt-eval_a0.5_L4_s2 --recipe prokt --prokt_anchor eval --alpha 0.5 --seed 2 --student_layers 4
 # The variations the verdict calls for (docs/benchmarks.md, "Variations"): seed 0, one change at a time against
 # the 2-layer runs above, every recipe where the change alters the student's starting point or budget.
 # The ProKT teacher warm-started from the fine-tuned KD teacher (its head kept) instead of the pretrained checkpoint.
