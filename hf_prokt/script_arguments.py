@@ -98,26 +98,39 @@ class RunOutputArguments:
     )
 
 
+def loads_teacher(args: TeacherStudentArguments, strategy: str, also_teacher: bool = False) -> bool:
+    """Whether `build_teacher_and_student` loads the teacher: when it returns it (``kd``, ``prokt`` or
+    ``also_teacher``) or builds the student from its layers. A script whose label order follows the loaded
+    model's head asks this first."""
+    if not args.teacher_model_name_or_path:
+        return False
+    builds_from_teacher = bool(args.student_num_layers) and not args.student_init_from
+    return strategy != "finetune" or also_teacher or builds_from_teacher
+
+
 def build_teacher_and_student(
-    args: TeacherStudentArguments, strategy: str, load: Callable[[str], nn.Module],
+    args: TeacherStudentArguments, strategy: str, load: Callable[[str], nn.Module], also_teacher: bool = False,
 ) -> tuple[nn.Module | None, nn.Module]:
-    """The teacher the strategy trains with (None for ``finetune``) and the student, as the flags of
-    `TeacherStudentArguments` name them.
+    """The teacher the strategy trains with (None for ``finetune``, unless ``also_teacher``) and the student,
+    as the flags of `TeacherStudentArguments` name them.
 
     Args:
         args: the script's model arguments.
         strategy: ``"finetune"``, ``"kd"`` or ``"prokt"``.
         load: loads a checkpoint (Hub id or folder) as the script's model class, with the data's labels.
+        also_teacher: return the teacher for ``finetune`` too (e.g. to measure the student against it),
+            loaded once even when the student is built from it.
 
     The student is, in this order: ``student_num_layers`` layers of ``student_init_from``; that many layers of
-    the teacher; or the checkpoint ``model_name_or_path``. The teacher is loaded only when the strategy trains
-    with it or the student is built from it.
+    the teacher; or the checkpoint ``model_name_or_path``. The teacher is loaded only when it is returned or
+    the student is built from it.
 
     Raises:
         ValueError: before anything is loaded, for a combination of flags that names no student, or no teacher
             where one is needed.
     """
     needs_teacher = strategy != "finetune"
+    returns_teacher = needs_teacher or also_teacher
     init_from, num_layers = args.student_init_from, args.student_num_layers
     teacher_path = args.teacher_model_name_or_path
     if init_from and (not num_layers or args.model_name_or_path):
@@ -131,11 +144,11 @@ def build_teacher_and_student(
     if not num_layers and not args.model_name_or_path:
         raise ValueError("Give the student: --model_name_or_path, or --student_num_layers N with a teacher.")
 
-    teacher = load(teacher_path) if teacher_path and (needs_teacher or (num_layers and not init_from)) else None
+    teacher = load(teacher_path) if loads_teacher(args, strategy, also_teacher) else None
     if init_from:
         student = student_from_teacher(load(init_from), num_layers)
     elif num_layers:
         student = student_from_teacher(teacher, num_layers)
     else:
         student = load(args.model_name_or_path)
-    return (teacher if needs_teacher else None), student
+    return (teacher if returns_teacher else None), student

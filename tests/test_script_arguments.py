@@ -7,7 +7,7 @@ import torch
 from transformers import HfArgumentParser
 
 from hf_prokt import ProKTTrainingArguments
-from hf_prokt.script_arguments import TeacherStudentArguments, build_teacher_and_student
+from hf_prokt.script_arguments import TeacherStudentArguments, build_teacher_and_student, loads_teacher
 from tests.conftest import load_example, tiny_bert
 from tests.test_image_classification import SCRIPT as IMAGE_SCRIPT
 from tests.test_run_glue import SCRIPT as GLUE_SCRIPT
@@ -79,6 +79,27 @@ def test_without_student_init_from_the_student_is_built_from_the_teacher(strateg
         TeacherStudentArguments(teacher_model_name_or_path="teacher", student_num_layers=2), strategy, load)
     assert load.loaded == ["teacher"] and (teacher is None) == (strategy == "finetune")
     assert layers_equal(student, load.models["teacher"], [0, 2])
+
+
+@pytest.mark.parametrize("student_flags", [dict(student_num_layers=2), dict(model_name_or_path="student")])
+def test_also_teacher_returns_a_finetune_teacher_loaded_once(student_flags):
+    load = RecordingLoader()
+    teacher, student = build_teacher_and_student(
+        TeacherStudentArguments(teacher_model_name_or_path="teacher", **student_flags), "finetune", load,
+        also_teacher=True)
+    assert load.loaded.count("teacher") == 1 and teacher is load.models["teacher"]
+    assert student is not teacher
+
+
+@pytest.mark.parametrize("strategy", ["finetune", "kd", "prokt"])
+@pytest.mark.parametrize("also_teacher", [False, True])
+@pytest.mark.parametrize("student_flags", [dict(student_num_layers=2), dict(model_name_or_path="student"),
+                                           dict(student_num_layers=2, student_init_from="pretrained")])
+def test_loads_teacher_says_whether_the_teacher_is_loaded(strategy, also_teacher, student_flags):
+    args = TeacherStudentArguments(teacher_model_name_or_path="teacher", **student_flags)
+    load = RecordingLoader()
+    build_teacher_and_student(args, strategy, load, also_teacher=also_teacher)
+    assert loads_teacher(args, strategy, also_teacher) == ("teacher" in load.loaded)
 
 
 def test_a_student_checkpoint_is_loaded_as_it_is():

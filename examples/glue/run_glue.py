@@ -253,12 +253,14 @@ def load_model(name_or_path, model_args, num_labels, id2label, label2id, attn_im
 
 
 def build_models(model_args, training_args, num_labels, label_names):
-    """`(teacher or None, student)`, sharing one label set."""
+    """`(teacher or None, student)`, sharing one label set; the teacher also for finetune with
+    --measure_compression."""
     id2label, label2id = label_maps(label_names)
     attn = "eager" if training_args.attention_distill_weight > 0 else None
     load = partial(load_model, model_args=model_args, num_labels=num_labels, id2label=id2label, label2id=label2id,
                    attn_implementation=attn)
-    return build_teacher_and_student(model_args, training_args.strategy, load)
+    return build_teacher_and_student(model_args, training_args.strategy, load,
+                                     also_teacher=model_args.measure_compression)  # finetune: measured against
 
 
 def parse_arguments(argv: list[str]):
@@ -292,9 +294,6 @@ def main(argv: list[str] | None = None) -> dict:
     num_labels = 1 if is_regression else len(label_names)
 
     teacher, student = build_models(model_args, training_args, num_labels, label_names)
-    if model_args.measure_compression and teacher is None:  # fine-tuning a student built from the teacher
-        teacher = load_model(model_args.teacher_model_name_or_path, model_args, num_labels,
-                             *label_maps(label_names))
     tokenizer_source = (model_args.tokenizer_name or model_args.teacher_model_name_or_path
                         or model_args.student_init_from or model_args.model_name_or_path)
     tokenizer = AutoTokenizer.from_pretrained(tokenizer_source, cache_dir=model_args.cache_dir, token=model_args.token)

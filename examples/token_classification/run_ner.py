@@ -50,6 +50,7 @@ from hf_prokt.script_arguments import (
     RunOutputArguments,
     TeacherStudentArguments,
     build_teacher_and_student,
+    loads_teacher,
 )
 from hf_prokt.shutdown import end_process
 
@@ -274,10 +275,12 @@ def load_model(name_or_path: str, model_args: ModelArguments, labels: list[str],
 
 
 def build_models(model_args: ModelArguments, training_args: ProKTTrainingArguments, labels: list[str]):
-    """``(teacher or None, student)``, sharing one tag set."""
+    """``(teacher or None, student)``, sharing one tag set; the teacher also for finetune with
+    --measure_compression."""
     attn = "eager" if training_args.attention_distill_weight > 0 else None
     load = partial(load_model, model_args=model_args, labels=labels, attn_implementation=attn)
-    return build_teacher_and_student(model_args, training_args.strategy, load)
+    return build_teacher_and_student(model_args, training_args.strategy, load,
+                                     also_teacher=model_args.measure_compression)  # finetune: measured against
 
 
 def load_tokenizer(model_args: ModelArguments):
@@ -326,11 +329,9 @@ def main(argv: list[str] | None = None) -> dict:
                              f"{split!r} split).")
     labels = label_list(raw, data_args)
     check_tags(raw, origins, data_args, labels)
-    teacher_is_loaded = model_args.teacher_model_name_or_path and (
-        training_args.strategy != "finetune" or (model_args.student_num_layers and not model_args.student_init_from))
-    label_source = (model_args.teacher_model_name_or_path if teacher_is_loaded
+    label_source = (model_args.teacher_model_name_or_path if loads_teacher(model_args, training_args.strategy)
                     else model_args.student_init_from or model_args.model_name_or_path)
-    if label_source:  # the checkpoint whose head fixes the tags' order (see build_teacher_and_student)
+    if label_source:  # the checkpoint whose head fixes the tags' order
         labels = align_with_model_labels(labels, label_source, model_args)
     label_to_id = {name: i for i, name in enumerate(labels)}
     # With --label_all_tokens, a word's later sub-tokens continue its entity: B-X becomes I-X (when it exists).
@@ -338,8 +339,6 @@ def main(argv: list[str] | None = None) -> dict:
                     for i, name in enumerate(labels)}
 
     teacher, student = build_models(model_args, training_args, labels)
-    if model_args.measure_compression and teacher is None:  # fine-tuning: the teacher is only measured against
-        teacher = load_model(model_args.teacher_model_name_or_path, model_args, labels)
     tokenizer = load_tokenizer(model_args)
     if len(tokenizer) > student.config.vocab_size:
         raise ValueError(f"the tokenizer has {len(tokenizer)} tokens but the student's vocabulary only "
