@@ -1,18 +1,23 @@
 """Table and plots of the SST-2 protocol runs (the JSONs of `benchmarks.sst2_protocol`), partial results welcome.
 
 Runs are grouped by *setting* (student depth, budget, training subset) and *variant* (recipe, anchor, alpha,
-checkpoints, changed settings); within a group, one run per seed. The summary gives, for every group, the
-mean and sample standard deviation over its seeds of the student's last and best-dev accuracy, and for every
-ProKT variant against every KD and fine-tuning variant of the same setting, the paired difference over the
-seeds both have (mean and a 95 % Student-t confidence interval; none with a single shared seed).
+checkpoints, changed settings); within a group, one run per *replicate*: a seed on a platform, the CPU or a
+named GPU. Runs pair only within a replicate: the seed fixes the data order everywhere, but dropout draws
+differ between a CPU and a GPU, so seed 0 on a GPU is a replicate of its own (labelled ``0 @ NVIDIA H200``).
+The summary gives, for every group, the mean and sample standard deviation over its replicates of the
+student's last and best-dev accuracy, and for every ProKT variant against every KD and fine-tuning variant of
+the same setting, the paired difference over the replicates both have (mean and a 95 % Student-t confidence
+interval; none with a single shared replicate).
 
 Run from the repository root::
 
     python -m benchmarks.protocol_summary                     # benchmarks/results/protocol/
     python -m benchmarks.protocol_summary --results_dir DIR
+    python -m benchmarks.protocol_summary --results_dir DIR_A DIR_B --summary_dir POOLED   # several folders
 
-It prints the tables and writes, into the same folder, ``summary.md`` (the tables), ``summary.json`` (every
-number, and the mean paired difference at every evaluation step: the gap as a function of the budget),
+It prints the tables and writes, into the results folder (``--summary_dir`` with several),
+``summary.md`` (the tables), ``summary.json`` (every number, and the mean paired difference at every
+evaluation step: the gap as a function of the budget),
 ``curves_<setting>.png`` (dev accuracy over steps of the student and its teacher, per variant) and
 ``gap_<setting>.png`` (the paired ProKT-baseline difference over steps).
 """
@@ -59,22 +64,38 @@ def load_runs(folder: str) -> list[dict]:
     return runs
 
 
-def group_runs(runs: list[dict]) -> dict[str, dict[str, dict[int, dict]]]:
-    """``{setting: {variant: {seed: run}}}``, variants in recipe order (finetune, kd, prokt) then by name."""
-    groups: dict[str, dict[str, dict[int, dict]]] = {}
+Replicate = tuple[str, int]  # (platform: "" for the CPU, else the GPU's name; seed)
+
+
+def replicate_of(run: dict) -> Replicate:
+    """The run's platform and seed. Runs pair only within one: same data order, same dropout stream."""
+    return ((run.get("machine") or {}).get("gpu") or "", run["seed"])
+
+
+def replicate_label(replicate: Replicate) -> str:
+    """``"0"`` for seed 0 on the CPU, ``"0 @ NVIDIA H200"`` on that GPU."""
+    platform, seed = replicate
+    return f"{seed} @ {platform}" if platform else str(seed)
+
+
+def group_runs(runs: list[dict]) -> dict[str, dict[str, dict[Replicate, dict]]]:
+    """``{setting: {variant: {replicate: run}}}``, variants in recipe order (finetune, kd, prokt) then by
+    name."""
+    groups: dict[str, dict[str, dict[Replicate, dict]]] = {}
     for run in runs:
         seeds = groups.setdefault(run["setting"], {}).setdefault(run["variant"], {})
-        if run["seed"] in seeds:
-            raise SystemExit(f"two runs of {run['variant']} {run['setting']} with seed {run['seed']}: "
-                             f"{seeds[run['seed']]['_path']} and {run['_path']}. Move one away.")
-        seeds[run["seed"]] = run
+        replicate = replicate_of(run)
+        if replicate in seeds:
+            raise SystemExit(f"two runs of {run['variant']} {run['setting']} with seed {replicate_label(replicate)}: "
+                             f"{seeds[replicate]['_path']} and {run['_path']}. Move one away.")
+        seeds[replicate] = run
     return {
         setting: dict(sorted(variants.items(), key=lambda item: (_recipe_rank(item[1]), item[0])))
         for setting, variants in sorted(groups.items())
     }
 
 
-def _recipe_rank(seeds: dict[int, dict]) -> int:
+def _recipe_rank(seeds: dict[Replicate, dict]) -> int:
     return RECIPE_ORDER.get(next(iter(seeds.values()))["recipe"], 3)
 
 
@@ -96,17 +117,18 @@ def t_interval(values: list[float], confidence: float = 0.95) -> list[float] | N
     return [mean - half, mean + half]
 
 
-def paired_difference(runs_a: dict[int, dict], runs_b: dict[int, dict], metric: str) -> dict | None:
-    """Student ``metric`` of A minus B over the seeds both have: per seed, mean, sd, 95 % CI (None if no seed)."""
+def paired_difference(runs_a: dict[Replicate, dict], runs_b: dict[Replicate, dict], metric: str) -> dict | None:
+    """Student ``metric`` of A minus B over the replicates both have: per replicate, mean, sd, 95 % CI (None
+    if they share none)."""
     seeds = sorted(set(runs_a) & set(runs_b))
     if not seeds:
         return None
     differences = [runs_a[s]["student"][metric] - runs_b[s]["student"][metric] for s in seeds]
-    return {"seeds": seeds, "differences": differences, **describe(differences),
+    return {"seeds": [replicate_label(s) for s in seeds], "differences": differences, **describe(differences),
             "ci95": t_interval(differences)}
 
 
-def gap_over_steps(runs_a: dict[int, dict], runs_b: dict[int, dict]) -> list[dict]:
+def gap_over_steps(runs_a: dict[Replicate, dict], runs_b: dict[Replicate, dict]) -> list[dict]:
     """Mean paired difference of the student's dev accuracy at every step evaluated in all shared runs."""
     seeds = sorted(set(runs_a) & set(runs_b))
     if not seeds:
@@ -121,7 +143,7 @@ def gap_over_steps(runs_a: dict[int, dict], runs_b: dict[int, dict]) -> list[dic
     return gaps
 
 
-def same_data_order(runs_a: dict[int, dict], runs_b: dict[int, dict]) -> bool | None:
+def same_data_order(runs_a: dict[Replicate, dict], runs_b: dict[Replicate, dict]) -> bool | None:
     seeds = sorted(set(runs_a) & set(runs_b))
     fingerprints = [(runs_a[s].get("data", {}).get("data_order_sha1"), runs_b[s].get("data", {}).get("data_order_sha1"))
                     for s in seeds]
@@ -138,7 +160,7 @@ def summarize(runs: list[dict]) -> dict:
         rows = {}
         for variant, seeds in variants.items():
             ordered = [seeds[s] for s in sorted(seeds)]
-            row = {"recipe": ordered[0]["recipe"], "seeds": sorted(seeds),
+            row = {"recipe": ordered[0]["recipe"], "seeds": [replicate_label(s) for s in sorted(seeds)],
                    "train_time_s": describe([r["train_time_s"] for r in ordered]),
                    "best_step": describe([r["student"]["best_step"] for r in ordered])}
             for metric in METRICS:
@@ -216,14 +238,16 @@ def format_summary(summary: dict) -> str:
             blocks.append("No ProKT run shares a seed with a KD or fine-tuning run of this setting yet.")
     notes = ("Accuracy on the SST-2 dev set; mean ± sample sd over the seeds (no sd for one seed). Best-dev is "
              "the best of the periodic evaluations, chosen on the dev set itself, as the authors report. Paired "
-             "differences: per shared seed, then mean and 95 % t interval over seeds (none for one seed).")
+             "differences: per shared seed, then mean and 95 % t interval over seeds (none for one seed). A seed "
+             "run on a GPU is labelled with it (`0 @ <GPU>`) and pairs only with runs on that GPU: dropout draws "
+             "differ from the CPU's.")
     return "\n\n".join(blocks + [notes])
 
 
 # ---------------------------------------------------------------------------------------------- plots
 
 
-def plot_setting(setting: str, variants: dict[str, dict[int, dict]], path: str) -> None:
+def plot_setting(setting: str, variants: dict[str, dict[Replicate, dict]], path: str) -> None:
     """One panel per variant: the student's dev accuracy over steps (thin: each seed, thick: the mean) and
     its teacher's (the co-trained ProKT teacher's curve, the frozen KD teacher's level)."""
     import matplotlib
@@ -298,35 +322,44 @@ def plot_gaps(setting: str, pairs: list[dict], baselines: dict[str, str], path: 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--results_dir", default=DEFAULT_OUTPUT_DIR, help="folder of the run JSONs")
+    parser.add_argument("--results_dir", nargs="+", default=[DEFAULT_OUTPUT_DIR],
+                        help="folder(s) of the run JSONs, pooled (a seed pairs only with runs of its platform)")
+    parser.add_argument("--summary_dir", default=None,
+                        help="where summary.md, summary.json and the plots go (default: the results folder; "
+                        "required with several)")
     parser.add_argument("--no_plots", action="store_true", help="tables only")
     args = parser.parse_args(argv)
-    runs = load_runs(args.results_dir)
+    if args.summary_dir is None:
+        if len(args.results_dir) > 1:
+            parser.error("several --results_dir folders: name the folder of the pooled summary with --summary_dir.")
+        args.summary_dir = args.results_dir[0]
+    runs = [run for folder in args.results_dir for run in load_runs(folder)]
     if not runs:
-        raise SystemExit(f"no run JSON in {args.results_dir}: run benchmarks.sst2_protocol first.")
+        raise SystemExit(f"no run JSON in {', '.join(args.results_dir)}: run benchmarks.sst2_protocol first.")
+    os.makedirs(args.summary_dir, exist_ok=True)
     summary = summarize(runs)
     text = format_summary(summary)
     print(text)
     summary["plots"] = {}
     if not args.no_plots:
         for setting, variants in group_runs(runs).items():
-            curves = os.path.join(args.results_dir, f"curves_{setting}.png")
+            curves = os.path.join(args.summary_dir, f"curves_{setting}.png")
             plot_setting(setting, variants, curves)
             summary["plots"][setting] = [curves]
             pairs = summary["settings"][setting]["pairs"]
             if any(pair["gap_over_steps"] for pair in pairs):
-                gaps = os.path.join(args.results_dir, f"gap_{setting}.png")
+                gaps = os.path.join(args.summary_dir, f"gap_{setting}.png")
                 rows = summary["settings"][setting]["variants"]
                 baselines = {variant: row["recipe"] for variant, row in rows.items()}
                 plot_gaps(setting, pairs, baselines, gaps)
                 summary["plots"][setting].append(gaps)
-    summary["runs"] = sorted(os.path.basename(run["_path"]) for run in runs)
-    with open(os.path.join(args.results_dir, "summary.md"), "w") as f:
+    summary["runs"] = sorted(os.path.relpath(run["_path"], args.summary_dir) for run in runs)
+    with open(os.path.join(args.summary_dir, "summary.md"), "w") as f:
         f.write(text + "\n")
-    with open(os.path.join(args.results_dir, "summary.json"), "w") as f:
+    with open(os.path.join(args.summary_dir, "summary.json"), "w") as f:
         json.dump(summary, f, indent=2)
     print(f"\nwrote summary.md, summary.json and {sum(len(p) for p in summary['plots'].values())} plots "
-          f"in {args.results_dir}")
+          f"in {args.summary_dir}")
     return 0
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import os
 import shlex
 from pathlib import Path
 
@@ -90,8 +91,9 @@ def test_one_tiny_run_per_recipe_then_the_summary(tmp_path, capsys):
 
 
 def made_up_run(folder: Path, recipe: str, variant: str, seed: int, last: float, best: float,
-                curve: list[tuple[int, float]], setting: str = "L2") -> None:
-    run = {"name": f"{variant}_{setting}_s{seed}", "recipe": recipe, "variant": variant, "setting": setting,
+                curve: list[tuple[int, float]], setting: str = "L2", gpu: str | None = None) -> None:
+    run = {"machine": {"gpu": gpu} if gpu else {"cpu_count": 2},
+           "name": f"{variant}_{setting}_s{seed}", "recipe": recipe, "variant": variant, "setting": setting,
            "seed": seed, "student": {"last_accuracy": last, "last_step": curve[-1][0], "best_accuracy": best,
                                      "best_step": max(curve, key=lambda p: p[1])[0]},
            "teacher": None, "curve": [{"step": s, "student_accuracy": a} for s, a in curve],
@@ -122,7 +124,7 @@ def test_summary_paired_differences_equal_the_hand_computed_ones(tmp_path, capsy
     sd = math.sqrt(((0.02 - mean) ** 2 + (0.01 - mean) ** 2 + (-0.01 - mean) ** 2) / 2)
     half = 4.302652729749464 * sd / math.sqrt(3)  # t(0.975, 2 degrees of freedom)
     last = vs_kd["last_accuracy"]
-    assert last["seeds"] == [0, 1, 2] and last["n"] == 3
+    assert last["seeds"] == ["0", "1", "2"] and last["n"] == 3
     assert last["differences"] == pytest.approx([0.02, 0.01, -0.01])
     assert last["mean"] == pytest.approx(mean) and last["sd"] == pytest.approx(sd)
     assert last["ci95"] == pytest.approx([mean - half, mean + half])
@@ -139,7 +141,7 @@ def test_summary_paired_differences_equal_the_hand_computed_ones(tmp_path, capsy
     assert vs_kd["same_data_order"] is True
 
     # Fine-tuning shares seed 0 only: one difference, no interval, and the table says so.
-    assert vs_finetune["last_accuracy"]["seeds"] == [0]
+    assert vs_finetune["last_accuracy"]["seeds"] == ["0"]
     assert vs_finetune["last_accuracy"]["mean"] == pytest.approx(0.80 - 0.77)
     assert vs_finetune["last_accuracy"]["sd"] is None and vs_finetune["last_accuracy"]["ci95"] is None
     assert "+0.0300 (1 seed: no CI)" in printed
@@ -148,8 +150,37 @@ def test_summary_paired_differences_equal_the_hand_computed_ones(tmp_path, capsy
     assert kd_row["last_accuracy"]["mean"] == pytest.approx(0.79667, abs=1e-5)
     assert kd_row["last_accuracy"]["sd"] == pytest.approx(math.sqrt(((0.78 - 0.79667) ** 2 + (0.81 - 0.79667) ** 2
                                                                      + (0.80 - 0.79667) ** 2) / 2), abs=1e-5)
-    assert setting["variants"]["finetune"]["seeds"] == [0, 7]
+    assert setting["variants"]["finetune"]["seeds"] == ["0", "7"]
     assert summary["runs"] == sorted(p.name for p in tmp_path.glob("*_s*.json"))
+
+
+def test_pooled_folders_pair_a_seed_only_with_runs_of_its_own_platform(tmp_path, capsys):
+    cpu, gpu, pooled = tmp_path / "cpu", tmp_path / "gpu", tmp_path / "pooled"
+    cpu.mkdir(), gpu.mkdir()
+    made_up_run(cpu, "prokt", "prokt-eval_a0.5", 0, 0.80, 0.80, [(100, 0.80)])
+    made_up_run(cpu, "kd", "kd_a1", 0, 0.78, 0.78, [(100, 0.78)])
+    made_up_run(cpu, "finetune", "finetune", 1, 0.75, 0.75, [(100, 0.75)])
+    made_up_run(gpu, "prokt", "prokt-eval_a0.5", 0, 0.84, 0.84, [(100, 0.84)], gpu="NVIDIA H200")
+    made_up_run(gpu, "kd", "kd_a1", 0, 0.85, 0.85, [(100, 0.85)], gpu="NVIDIA H200")
+    made_up_run(gpu, "finetune", "finetune", 0, 0.81, 0.81, [(100, 0.81)], gpu="NVIDIA H200")
+
+    with pytest.raises(SystemExit):  # two folders and nowhere named for the pooled summary
+        protocol_summary.main(["--results_dir", str(cpu), str(gpu), "--no_plots"])
+    assert protocol_summary.main(["--results_dir", str(cpu), str(gpu), "--summary_dir", str(pooled),
+                                  "--no_plots"]) == 0
+    printed = capsys.readouterr().out
+    summary = json.loads((pooled / "summary.json").read_text())
+    vs_finetune, vs_kd = summary["settings"]["L2"]["pairs"]
+    # Seed 0 ran on both platforms: two replicates, each paired with the KD run of its own platform.
+    assert vs_kd["last_accuracy"]["seeds"] == ["0", "0 @ NVIDIA H200"]
+    assert vs_kd["last_accuracy"]["differences"] == pytest.approx([0.80 - 0.78, 0.84 - 0.85])
+    # Fine-tuning seed 1 on the CPU has no ProKT partner; seed 0 on the GPU pairs with the GPU's ProKT only.
+    assert vs_finetune["last_accuracy"]["seeds"] == ["0 @ NVIDIA H200"]
+    assert vs_finetune["last_accuracy"]["mean"] == pytest.approx(0.84 - 0.81)
+    assert summary["settings"]["L2"]["variants"]["finetune"]["seeds"] == ["1", "0 @ NVIDIA H200"]
+    assert "| finetune | 1, 0 @ NVIDIA H200 |" in printed
+    assert os.path.join("..", "gpu", "kd_a1_L2_s0.json") in summary["runs"]
+    assert not (cpu / "summary.json").exists() and not (gpu / "summary.json").exists()
 
 
 def test_summary_refuses_an_empty_folder(tmp_path):
