@@ -10,12 +10,16 @@
 # Environment: KD_TEACHER, the fine-tuned KD teacher's folder (default runs/kd_teacher_minilm_sst2; trained by
 # the first command below when it is missing and a kd run is asked for); SST2_DIR, the folder of SST-2's
 # train.tsv and validation.tsv (default: the harness's); OMP_NUM_THREADS (default 1: one core per run, so two
-# runs can share a 2-core machine). After runs land: python -m benchmarks.protocol_summary
+# runs can share a 2-core machine); RESULTS, where the JSONs go (default benchmarks/results/protocol; the runs
+# made on a GPU went to benchmarks/results/protocol_gpu, a replicate of their own: see its README).
+# --list shows each run's state in RESULTS and, where it landed elsewhere, that folder.
+# After runs land: python -m benchmarks.protocol_summary
 set -euo pipefail
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
 KD_TEACHER=${KD_TEACHER:-runs/kd_teacher_minilm_sst2}
 SST2_DIR=${SST2_DIR:-}
-RESULTS=benchmarks/results/protocol
+RESULTS=${RESULTS:-benchmarks/results/protocol}
+ALL_RESULTS=(benchmarks/results/protocol benchmarks/results/protocol_gpu)
 
 listing=false
 selected=()
@@ -57,8 +61,11 @@ run() {
   [ -n "$SST2_DIR" ] && data=(--data_dir "$SST2_DIR")
   local command=(python -m benchmarks.sst2_protocol "$@" "${data[@]}" --output_dir "$RESULTS" --skip_existing)
   if $listing; then
-    local state=todo
+    local state=todo folder
     [ -f "$RESULTS/$name.json" ] && state=done
+    for folder in "${ALL_RESULTS[@]}"; do
+      [ "$folder" != "$RESULTS" ] && [ -f "$folder/$name.json" ] && state="$state; done in $folder"
+    done
     echo "$name [$state]: ${command[*]}"
     return 0
   fi
@@ -106,6 +113,10 @@ run prokt-eval_a0.5_L4_s1 --recipe prokt --prokt_anchor eval --alpha 0.5 --seed 
 run finetune_L4_s2 --recipe finetune --seed 2 --student_layers 4
 run kd_a1_L4_s2 --recipe kd --alpha 1 --kd_teacher "$KD_TEACHER" --seed 2 --student_layers 4
 run prokt-eval_a0.5_L4_s2 --recipe prokt --prokt_anchor eval --alpha 0.5 --seed 2 --student_layers 4
+# 4-layer student, seed 3 (run on the GPU with seeds 0-2 there).
+run finetune_L4_s3 --recipe finetune --seed 3 --student_layers 4
+run kd_a1_L4_s3 --recipe kd --alpha 1 --kd_teacher "$KD_TEACHER" --seed 3 --student_layers 4
+run prokt-eval_a0.5_L4_s3 --recipe prokt --prokt_anchor eval --alpha 0.5 --seed 3 --student_layers 4
 # The variations the verdict calls for (docs/benchmarks.md, "Variations"): seed 0, one change at a time against
 # the 2-layer runs above, every recipe where the change alters the student's starting point or budget.
 # The ProKT teacher warm-started from the fine-tuned KD teacher (its head kept) instead of the pretrained checkpoint.
@@ -117,6 +128,12 @@ run prokt-eval_a0.5_L2_steps3790_s0 --recipe prokt --prokt_anchor eval --alpha 0
 # Hidden-state terms (weight 1, uniform layer map) added to KD and to ProKT.
 run kd_a1_hidden_distill_weight1_L2_s0 --recipe kd --alpha 1 --kd_teacher "$KD_TEACHER" --seed 0 --student_layers 2 --hidden_distill_weight 1
 run prokt-eval_a0.5_hidden_distill_weight1_L2_s0 --recipe prokt --prokt_anchor eval --alpha 0.5 --seed 0 --student_layers 2 --hidden_distill_weight 1
+# ... and on seeds 1 and 2, the one variation that stood out on seed 0 (the fine-tuning, KD and ProKT runs
+# without the term on these seeds are above).
+run kd_a1_hidden_distill_weight1_L2_s1 --recipe kd --alpha 1 --kd_teacher "$KD_TEACHER" --seed 1 --student_layers 2 --hidden_distill_weight 1
+run prokt-eval_a0.5_hidden_distill_weight1_L2_s1 --recipe prokt --prokt_anchor eval --alpha 0.5 --seed 1 --student_layers 2 --hidden_distill_weight 1
+run kd_a1_hidden_distill_weight1_L2_s2 --recipe kd --alpha 1 --kd_teacher "$KD_TEACHER" --seed 2 --student_layers 2 --hidden_distill_weight 1
+run prokt-eval_a0.5_hidden_distill_weight1_L2_s2 --recipe prokt --prokt_anchor eval --alpha 0.5 --seed 2 --student_layers 2 --hidden_distill_weight 1
 # A ramp of alpha over the first 200 steps (the student learns from labels while the teacher's head is cold).
 run prokt-eval_a0.5_alpha_warmup_steps200_L2_s0 --recipe prokt --prokt_anchor eval --alpha 0.5 --seed 0 --student_layers 2 --alpha_warmup_steps 200
 # Other teacher layers: the student from layers 2 and 5 (the upper half) instead of 0 and 3, every recipe.

@@ -282,7 +282,7 @@ def test_the_plan_names_each_run_as_the_harness_does(tmp_path, monkeypatch):
     kd_teacher.mkdir()
     (kd_teacher / "config.json").write_text("{}")  # --kd_teacher must be a model folder
     runs = plan_runs(str(kd_teacher))
-    assert len(runs) == 40
+    assert len(runs) == 47
     names = [name for name, _ in runs]
     assert len(set(names)) == len(names)
     for name, arguments in runs:
@@ -290,4 +290,5 @@ def test_the_plan_names_each_run_as_the_harness_does(tmp_path, monkeypatch):
     assert {"prokt-eval_a0.5_L2_s1", "kd_a1_L2_s2", "kd_a1_L4_s0", "prokt-train_a0.5_L2_s0",
             "kd_a1_L2_steps300_s0", "prokt-eval_a0.5_L2_steps700_s0", "prokt-eval_a0.5_L1_s0", "prokt-eval_a0.5_L4_s2",
             "prokt-eval_a0.5_teacher-kd_teacher_minilm_sst2_L2_s0", "kd_a1_layers2-5_L2_s0",
-            "prokt-eval_a0.5_alpha_warmup_steps200_L2_s0", "kd_a1_hidden_distill_weight1_L2_s0"} <= set(names)
+            "prokt-eval_a0.5_alpha_warmup_steps200_L2_s0", "kd_a1_hidden_distill_weight1_L2_s0",
+            "prokt-eval_a0.5_L4_s3", "prokt-eval_a0.5_hidden_distill_weight1_L2_s2"} <= set(names)
