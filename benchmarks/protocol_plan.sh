@@ -113,10 +113,13 @@ run prokt-eval_a0.5_L4_s1 --recipe prokt --prokt_anchor eval --alpha 0.5 --seed 
 run finetune_L4_s2 --recipe finetune --seed 2 --student_layers 4
 run kd_a1_L4_s2 --recipe kd --alpha 1 --kd_teacher "$KD_TEACHER" --seed 2 --student_layers 4
 run prokt-eval_a0.5_L4_s2 --recipe prokt --prokt_anchor eval --alpha 0.5 --seed 2 --student_layers 4
-# 4-layer student, seed 3 (run on the GPU with seeds 0-2 there).
+# 4-layer student, seeds 3 and 4 (seed 3 ran on the GPU with seeds 0-2 there, seed 4 on the CPU).
 run finetune_L4_s3 --recipe finetune --seed 3 --student_layers 4
 run kd_a1_L4_s3 --recipe kd --alpha 1 --kd_teacher "$KD_TEACHER" --seed 3 --student_layers 4
 run prokt-eval_a0.5_L4_s3 --recipe prokt --prokt_anchor eval --alpha 0.5 --seed 3 --student_layers 4
+run finetune_L4_s4 --recipe finetune --seed 4 --student_layers 4
+run kd_a1_L4_s4 --recipe kd --alpha 1 --kd_teacher "$KD_TEACHER" --seed 4 --student_layers 4
+run prokt-eval_a0.5_L4_s4 --recipe prokt --prokt_anchor eval --alpha 0.5 --seed 4 --student_layers 4
 # The variations the verdict calls for (docs/benchmarks.md, "Variations"): seed 0, one change at a time against
 # the 2-layer runs above, every recipe where the change alters the student's starting point or budget.
 # The ProKT teacher warm-started from the fine-tuned KD teacher (its head kept) instead of the pretrained checkpoint.
