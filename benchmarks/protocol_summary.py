@@ -290,7 +290,8 @@ def plot_setting(setting: str, variants: dict[str, dict[Replicate, dict]], path:
 
 def plot_gaps(setting: str, pairs: list[dict], baselines: dict[str, str], path: str) -> None:
     """The mean paired difference (ProKT minus baseline) of the student's dev accuracy over steps: one panel
-    against the KD variants, one against fine-tuning; dashed lines rest on a single shared seed."""
+    against the KD variants, one against fine-tuning; dashed lines rest on a single replicate (one seed on one
+    platform)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -301,16 +302,17 @@ def plot_gaps(setting: str, pairs: list[dict], baselines: dict[str, str], path: 
     for axis, recipe in zip(axes[0], panels):
         for pair in (p for p in pairs if baselines[p["baseline"]] == recipe and p["gap_over_steps"]):
             gaps = pair["gap_over_steps"]
-            seeds = gaps[0]["n"]
+            replicates = gaps[0]["n"]
             axis.plot([g["step"] for g in gaps], [g["mean"] for g in gaps], marker="o", markersize=3,
-                      linestyle="-" if seeds > 1 else "--",
-                      label=f"{pair['prokt']} - {pair['baseline']} ({seeds} seed{'s' if seeds > 1 else ''})")
+                      linestyle="-" if replicates > 1 else "--",
+                      label=f"{pair['prokt']} - {pair['baseline']} "
+                            f"({replicates} replicate{'s' if replicates > 1 else ''})")
         axis.axhline(0.0, color="black", linewidth=0.8)
         axis.set_title(f"ProKT minus {'KD' if recipe == 'kd' else 'fine-tuning'}", fontsize=10)
         axis.set_xlabel("student optimizer step")
         axis.grid(alpha=0.3)
         axis.legend(fontsize=7)
-    axes[0, 0].set_ylabel("dev accuracy difference (paired by seed)")
+    axes[0, 0].set_ylabel("dev accuracy difference (paired by replicate)")
     figure.suptitle(f"SST-2 protocol, {setting}: the student's dev accuracy, ProKT minus baseline")
     figure.tight_layout()
     figure.savefig(path, dpi=110)
