@@ -294,6 +294,61 @@ def test_student_init_from_end_to_end_and_its_refusals(run_glue, model_dirs, tmp
     assert student.config.num_hidden_layers == 2 and student.config.id2label == {0: "0", 1: "1"}
 
 
+def save_labelled(path, names, seed, layers=4, hidden=32):
+    """A tiny fine-tuned-looking checkpoint whose head names its classes in the order ``names``."""
+    model = tiny_bert(layers=layers, hidden=hidden, seed=seed, id2label=dict(enumerate(names)),
+                      label2id={name: i for i, name in enumerate(names)})
+    model.save_pretrained(path)
+    return str(path)
+
+
+def test_a_named_teacher_fixes_the_label_order_and_its_head_rows_stay_its_own(run_glue, tmp_path):
+    # The data's names sort to ["neg", "pos"]; the teacher's head has "pos" in row 0.
+    teacher_dir = save_labelled(tmp_path / "teacher", ["pos", "neg"], seed=2)
+    model_args = run_glue.ModelArguments(teacher_model_name_or_path=teacher_dir, student_num_layers=2)
+    names = run_glue.label_order(["neg", "pos"], model_args, "kd")
+    assert names == ["pos", "neg"]
+    training_args = run_glue.ProKTTrainingArguments(output_dir=str(tmp_path / "out"), use_cpu=True, strategy="kd")
+    teacher, student = run_glue.build_models(model_args, training_args, 2, names)
+    saved = AutoModelForSequenceClassification.from_pretrained(teacher_dir)
+    assert teacher.config.label2id == {"pos": 0, "neg": 1} and student.config.label2id == {"pos": 0, "neg": 1}
+    assert torch.equal(teacher.classifier.weight, saved.classifier.weight)
+    # A pretrained teacher (no names) leaves the data's order; a teacher of another task is refused.
+    pretrained_dir = tmp_path / "pretrained"
+    tiny_bert(layers=4, hidden=32, seed=3).save_pretrained(pretrained_dir)
+    plain = run_glue.ModelArguments(teacher_model_name_or_path=str(pretrained_dir), student_num_layers=2)
+    assert run_glue.label_order(["neg", "pos"], plain, "prokt") == ["neg", "pos"]
+    with pytest.raises(ValueError, match=r"has the labels \['pos', 'neg'\], but the data has \['no', 'yes'\]"):
+        run_glue.label_order(["no", "yes"], model_args, "prokt")
+
+
+def test_student_init_from_and_teacher_in_other_label_orders_are_refused_before_anything_is_written(
+        run_glue, model_dirs, tmp_path):
+    teacher_dir = save_labelled(tmp_path / "teacher", ["1", "0"], seed=2)
+    init_dir = save_labelled(tmp_path / "init", ["0", "1"], seed=7)
+    for name in ("vocab.txt", "tokenizer_config.json", "special_tokens_map.json", "tokenizer.json"):
+        source = Path(model_dirs["teacher"]) / name
+        if source.exists():
+            (Path(teacher_dir) / name).write_bytes(source.read_bytes())
+    train, dev = single_sentence_files(tmp_path)
+    argv = common_args(tmp_path, strategy="kd", train_file=train, validation_file=dev, student_num_layers=2,
+                       teacher_model_name_or_path=teacher_dir, student_init_from=init_dir)
+    with pytest.raises(ValueError, match=r"orders the labels \['1', '0'\], .*init orders them \['0', '1'\]"):
+        run_glue.main(argv)
+    assert not (tmp_path / "out").exists()
+
+    # Fine-tuning a student built from --student_init_from never loads the teacher: its labels play no part,
+    # and the copied head's order is kept.
+    argv = common_args(tmp_path, strategy="finetune", train_file=train, validation_file=dev, student_num_layers=2,
+                       teacher_model_name_or_path=save_labelled(tmp_path / "other_task", ["a", "b"], seed=4),
+                       student_init_from=save_labelled(tmp_path / "init_reversed", ["1", "0"], seed=8),
+                       tokenizer_name=model_dirs["teacher"])
+    results = run_glue.main(argv)
+    assert 0.0 <= results["eval_accuracy"] <= 1.0
+    student = AutoModelForSequenceClassification.from_pretrained(tmp_path / "out")
+    assert student.config.num_hidden_layers == 2 and student.config.id2label == {0: "1", 1: "0"}
+
+
 def test_an_unseen_label_in_the_validation_file_is_refused_before_anything_is_written(run_glue, model_dirs, tmp_path):
     train, _ = single_sentence_files(tmp_path)
     rng = random.Random(5)

@@ -55,6 +55,7 @@ from hf_prokt.script_arguments import (
     RunOutputArguments,
     TeacherStudentArguments,
     build_teacher_and_student,
+    loads_teacher,
 )
 from hf_prokt.shutdown import end_process
 
@@ -222,18 +223,39 @@ def check_labels(data_args: DataTrainingArguments, raw: datasets.DatasetDict, va
         )
 
 
-def align_with_teacher_labels(label_names: list[str], teacher_config) -> list[str]:
-    """A fine-tuned teacher that names its labels fixes their order; the data's names must be the same set."""
-    named = teacher_config.id2label and not all(str(n).startswith("LABEL_") for n in teacher_config.id2label.values())
-    if not named:
-        return label_names
-    teacher_names = [str(teacher_config.id2label[i]) for i in range(len(teacher_config.id2label))]
-    if sorted(teacher_names) != sorted(label_names):
+def named_label_order(label_names: list[str], source: str, config) -> list[str] | None:
+    """The label order of a fine-tuned checkpoint that names its labels (its head's rows follow it), checked to
+    be the data's set of names; None for a checkpoint without names (``LABEL_0``, ...)."""
+    if not config.id2label or all(str(n).startswith("LABEL_") for n in config.id2label.values()):
+        return None
+    model_names = [str(config.id2label[i]) for i in range(len(config.id2label))]
+    if sorted(model_names) != sorted(label_names):
         raise ValueError(
-            f"the teacher's labels {teacher_names} are not the data's labels {label_names}. Use a teacher fine-tuned "
+            f"{source} has the labels {model_names}, but the data has {label_names}. Use a checkpoint fine-tuned "
             "on this task (or a pretrained, not fine-tuned, one)."
         )
-    return teacher_names
+    return model_names
+
+
+def label_order(label_names: list[str], model_args: ModelArguments, strategy: str) -> list[str]:
+    """The data's label names in the order of the checkpoints whose heads are used: the teacher's when it is
+    loaded (`loads_teacher`), and ``--student_init_from``'s, whose head the student copies. The two named in
+    different orders are refused: the student's copied head would read the teacher's classes under other
+    names."""
+    sources = [model_args.teacher_model_name_or_path] if loads_teacher(
+        model_args, strategy, also_teacher=model_args.measure_compression) else []
+    sources += [model_args.student_init_from] if model_args.student_init_from else []
+    ordered, ordered_by = None, None
+    for source in sources:
+        config = AutoConfig.from_pretrained(source, cache_dir=model_args.cache_dir, token=model_args.token)
+        names = named_label_order(label_names, source, config)
+        if names is not None and ordered is not None and names != ordered:
+            raise ValueError(f"{ordered_by} orders the labels {ordered}, {source} orders them {names}: the "
+                             "student's copied head would mislabel the classes. Build the student from a "
+                             "checkpoint with the teacher's label order, or from a pretrained one.")
+        if names is not None and ordered is None:
+            ordered, ordered_by = names, source
+    return ordered or label_names
 
 
 def load_model(name_or_path, model_args, num_labels, id2label, label2id, attn_implementation=None):
@@ -286,11 +308,8 @@ def main(argv: list[str] | None = None) -> dict:
     is_regression, value_to_name = label_setup(data_args, raw)
     check_labels(data_args, raw, value_to_name, data_sources(data_args, raw))
     label_names = list(value_to_name.values()) if value_to_name else None
-    if model_args.teacher_model_name_or_path and label_names and not (
-            training_args.strategy == "finetune" and not model_args.student_num_layers):
-        teacher_config = AutoConfig.from_pretrained(model_args.teacher_model_name_or_path,
-                                                    cache_dir=model_args.cache_dir, token=model_args.token)
-        label_names = align_with_teacher_labels(label_names, teacher_config)
+    if label_names:
+        label_names = label_order(label_names, model_args, training_args.strategy)
     num_labels = 1 if is_regression else len(label_names)
 
     teacher, student = build_models(model_args, training_args, num_labels, label_names)
