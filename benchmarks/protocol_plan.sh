@@ -137,6 +137,9 @@ run kd_a1_hidden_distill_weight1_L2_s1 --recipe kd --alpha 1 --kd_teacher "$KD_T
 run prokt-eval_a0.5_hidden_distill_weight1_L2_s1 --recipe prokt --prokt_anchor eval --alpha 0.5 --seed 1 --student_layers 2 --hidden_distill_weight 1
 run kd_a1_hidden_distill_weight1_L2_s2 --recipe kd --alpha 1 --kd_teacher "$KD_TEACHER" --seed 2 --student_layers 2 --hidden_distill_weight 1
 run prokt-eval_a0.5_hidden_distill_weight1_L2_s2 --recipe prokt --prokt_anchor eval --alpha 0.5 --seed 2 --student_layers 2 --hidden_distill_weight 1
+# ... and on the 4-layer student (seed 0; its runs without the term are above), where ProKT came closest.
+run kd_a1_hidden_distill_weight1_L4_s0 --recipe kd --alpha 1 --kd_teacher "$KD_TEACHER" --seed 0 --student_layers 4 --hidden_distill_weight 1
+run prokt-eval_a0.5_hidden_distill_weight1_L4_s0 --recipe prokt --prokt_anchor eval --alpha 0.5 --seed 0 --student_layers 4 --hidden_distill_weight 1
 # A ramp of alpha over the first 200 steps (the student learns from labels while the teacher's head is cold).
 run prokt-eval_a0.5_alpha_warmup_steps200_L2_s0 --recipe prokt --prokt_anchor eval --alpha 0.5 --seed 0 --student_layers 2 --alpha_warmup_steps 200
 # Other teacher layers: the student from layers 2 and 5 (the upper half) instead of 0 and 3, every recipe.

@@ -282,7 +282,7 @@ def test_the_plan_names_each_run_as_the_harness_does(tmp_path, monkeypatch):
     kd_teacher.mkdir()
     (kd_teacher / "config.json").write_text("{}")  # --kd_teacher must be a model folder
     runs = plan_runs(str(kd_teacher))
-    assert len(runs) == 50
+    assert len(runs) == 52
     names = [name for name, _ in runs]
     assert len(set(names)) == len(names)
     for name, arguments in runs:
