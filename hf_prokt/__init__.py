@@ -3,7 +3,7 @@
 from .arguments import ProKTTrainingArguments
 from .compression import CompressionReport, measure_compression
 from .students import student_from_teacher
-from .teacher_cache import cache_teacher_logits, load_or_cache_teacher_logits
+from .teacher.logit_cache import cache_teacher_logits, load_or_cache_teacher_logits
 from .trainer import ProKTTrainer
 
 __all__ = ["CompressionReport", "ProKTTrainer", "ProKTTrainingArguments", "cache_teacher_logits",

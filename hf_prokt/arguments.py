@@ -6,12 +6,13 @@ validated in `__post_init__` with an error that names the field and the fix.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 
 from transformers import TrainingArguments
 
-STRATEGIES = ("prokt", "kd", "finetune")
+from .strategies import strategy_class, strategy_names
+
+STRATEGIES = strategy_names()
 CONSTRAINTS = ("penalty", "dual")
 TARGETS = ("updated", "stale")
 ANCHORS = ("eval", "train")
@@ -19,11 +20,72 @@ ANCHORS = ("eval", "train")
 
 @dataclass
 class ProKTTrainingArguments(TrainingArguments):
-    """Training arguments for [`ProKTTrainer`].
+    """Training arguments for [`ProKTTrainer`]: every `TrainingArguments` field, and the fields below.
 
     The inherited `learning_rate`, `optim`, `weight_decay`, `lr_scheduler_type`, warm-up and
     `max_grad_norm` configure the *student*. The teacher's optimizer and scheduler are built the
     same way, with `teacher_learning_rate` as their learning rate.
+
+    > Recipe
+
+    strategy (`str`, *optional*, defaults to `"prokt"`):
+        `"prokt"`, `"kd"` or `"finetune"` (`hf_prokt.strategies`).
+
+    > Teacher
+
+    teacher_learning_rate (`float`, *optional*, defaults to `3e-5`):
+        Peak learning rate of the ProKT teacher's own optimizer.
+    teacher_dtype (`str` or `None`, *optional*, defaults to `None`):
+        `"kd"` only: cast the frozen teacher to `"bfloat16"`, `"float16"` or `"float32"`.
+    evaluate_teacher (`bool` or `None`, *optional*, defaults to `None`):
+        Also report the teacher's metrics as `eval_teacher_*`; `None`: yes for `"prokt"`, no for `"kd"`.
+    zero_init_classifier (`bool`, *optional*, defaults to `False`):
+        Zero the final classification layer of the student and, for `"prokt"`, of the teacher.
+
+    > ProKT (the teacher's step)
+
+    prokt_lambda (`float`, *optional*, defaults to `0.4`):
+        Move-back weight of `KL(student || teacher)` in the teacher's loss.
+    prokt_lambda_warmup_steps (`int`, *optional*, defaults to `0`):
+        Ramp `prokt_lambda` from 0 over this many optimizer steps.
+    prokt_constraint (`str`, *optional*, defaults to `"penalty"`):
+        `"penalty"` (fixed `prokt_lambda`) or `"dual"` (a Lagrange multiplier that keeps the KL near `prokt_epsilon`).
+    prokt_epsilon (`float`, *optional*, defaults to `0.1`):
+        KL budget of the dual constraint.
+    dual_lr (`float`, *optional*, defaults to `0.1`):
+        Step size of the dual ascent.
+    dual_init (`float`, *optional*, defaults to `0.5`):
+        Initial dual multiplier.
+    prokt_target (`str`, *optional*, defaults to `"updated"`):
+        The student learns from the teacher after its step (`"updated"`) or before it (`"stale"`).
+    prokt_anchor (`str`, *optional*, defaults to `"eval"`):
+        The student prediction the teacher is pulled towards: a forward in eval mode (`"eval"`) or the detached
+        training forward (`"train"`).
+
+    > Distillation (the student's step)
+
+    distill_temperature (`float`, *optional*, defaults to `1.0`):
+        Softmax temperature `T` of both KL terms, each scaled by `T^2`.
+    distill_alpha (`float`, *optional*, defaults to `1.0`):
+        Weight of the distillation term; `1 - distill_alpha` goes to the task loss on labels.
+    distill_alpha_warmup_steps (`int`, *optional*, defaults to `0`):
+        Ramp `distill_alpha` from 0 over this many optimizer steps.
+
+    > Intermediate terms
+
+    hidden_distill_weight (`float`, *optional*, defaults to `0.0`):
+        MSE between projected student hidden states and the mapped teacher layers.
+    embedding_distill_weight (`float`, *optional*, defaults to `0.0`):
+        MSE between the projected embedding outputs.
+    attention_distill_weight (`float`, *optional*, defaults to `0.0`):
+        MSE between attention maps (load both models with `attn_implementation="eager"`).
+    layer_map (`str` or `list[int]`, *optional*, defaults to `"uniform"`):
+        The teacher layer (1-based) each student layer learns from.
+
+    > Robustness
+
+    stop_on_nonfinite (`bool`, *optional*, defaults to `True`):
+        Stop, before the optimizer step, on a NaN or infinite loss, loss term or gradient norm.
     """
 
     strategy: str = field(
@@ -173,8 +235,8 @@ class ProKTTrainingArguments(TrainingArguments):
         def fail(name: str, problem: str, fix: str) -> None:
             raise ValueError(f"ProKTTrainingArguments.{name}: {problem}. {fix}")
 
-        if self.strategy not in STRATEGIES:
-            fail("strategy", f"unknown value {self.strategy!r}", f"Use one of {', '.join(STRATEGIES)}.")
+        if self.strategy not in strategy_names():
+            fail("strategy", f"unknown value {self.strategy!r}", f"Use one of {', '.join(strategy_names())}.")
         if self.prokt_constraint not in CONSTRAINTS:
             fail("prokt_constraint", f"unknown value {self.prokt_constraint!r}", "Use 'penalty' or 'dual'.")
         if self.prokt_target not in TARGETS:
@@ -250,34 +312,12 @@ class ProKTTrainingArguments(TrainingArguments):
         return (self.hidden_distill_weight + self.embedding_distill_weight + self.attention_distill_weight) > 0
 
     @property
-    def teacher_is_trained(self) -> bool:
-        """Whether the teacher gets an optimizer (only ProKT trains it)."""
-        return self.strategy == "prokt"
-
-    @property
     def should_evaluate_teacher(self) -> bool:
+        """Whether evaluations report the teacher too: `evaluate_teacher`, by default for a recipe that trains it."""
+        recipe = strategy_class(self.strategy)
         if self.evaluate_teacher is None:
-            return self.strategy == "prokt"
-        return self.evaluate_teacher and self.strategy != "finetune"
-
-
-def parse_config_and_flags(parser, argv: list[str]) -> tuple:
-    """Parse command-line flags into an ``HfArgumentParser``'s dataclasses, or a JSON config followed by
-    flags that override it (``run.py configs/prokt.json --output_dir runs/x``).
-
-    JSON values become flags: lists give several values, booleans ``true``/``false``, ``null`` is skipped.
-    """
-    if argv and argv[0].endswith(".json"):
-        with open(argv[0]) as f:
-            config = json.load(f)
-        as_flags = []
-        for key, value in config.items():
-            if value is None:
-                continue
-            values = value if isinstance(value, list) else [value]
-            as_flags += [f"--{key}", *(str(v).lower() if isinstance(v, bool) else str(v) for v in values)]
-        argv = as_flags + list(argv[1:])
-    return parser.parse_args_into_dataclasses(argv)
+            return recipe.trains_teacher
+        return self.evaluate_teacher and recipe.needs_teacher
 
 
 def _ramped(value: float, step: int, warmup_steps: int) -> float:

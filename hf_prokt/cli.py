@@ -62,8 +62,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "demo":
         from .demo import format_table, run_demo
 
-        report = run_demo(args.output_dir, args.epochs, args.max_train_samples, args.seed, args.strategies,
-                          plot=args.plot, threads=args.threads)
+        try:
+            report = run_demo(args.output_dir, args.epochs, args.max_train_samples, args.seed, args.strategies,
+                              plot=args.plot, threads=args.threads)
+        except ModuleNotFoundError as error:
+            print(f"hf-prokt demo: {error}; the demo needs the 'examples' extra: pip install \"hf-prokt[examples]\" "
+                  '(from a clone: pip install -e ".[examples]").', file=sys.stderr)
+            return 1
         settings = report["settings"]
         print(f"digits: {settings['train_examples']} training / {settings['validation_examples']} validation "
               f"images, {settings['epochs']:g} epochs, seed {settings['seed']}, {settings['torch_threads']} torch "

@@ -141,7 +141,10 @@ def record_compression(trainer, teacher: nn.Module, example_batch: dict, batch_s
 
 
 def parameter_count(model: nn.Module) -> int:
-    """Parameters of ``model``, shared (tied) weights counted once."""
+    """Parameters of ``model``, shared (tied) weights counted once: `PreTrainedModel.num_parameters` for a
+    `transformers` model, the same count for any other module (a PEFT wrapper, a plain `nn.Module`)."""
+    if isinstance(model, PreTrainedModel):
+        return model.num_parameters()
     return sum(p.numel() for p in model.parameters())
 
 

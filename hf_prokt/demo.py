@@ -27,8 +27,8 @@ from tqdm.auto import tqdm
 from transformers import logging as transformers_logging
 from transformers.trainer_callback import ProgressCallback
 
-from .arguments import STRATEGIES, ProKTTrainingArguments
-from .metrics import compute_image_classification_metrics
+from .arguments import ProKTTrainingArguments
+from .strategies import strategy_class, strategy_names
 from .trainer import ProKTTrainer
 from .vision import (
     DIGITS_LABELS,
@@ -115,6 +115,8 @@ def _train_and_evaluate(run_name: str, strategy: str, model, teacher, train_set,
     With ``plot_path``, both models are evaluated and the losses logged every epoch, and the training
     curves are saved there as PNG (`hf_prokt.plot.plot_training`).
     """
+    from .metrics import compute_image_classification_metrics as image_metrics  # the 'examples' extra
+
     settings = dict(
         output_dir=os.path.join(output_dir, run_name), strategy=strategy, num_train_epochs=epochs,
         per_device_train_batch_size=BATCH_SIZE, per_device_eval_batch_size=256,
@@ -130,7 +132,7 @@ def _train_and_evaluate(run_name: str, strategy: str, model, teacher, train_set,
     trainer = ProKTTrainer(
         model=model, teacher_model=teacher, args=ProKTTrainingArguments(**settings),
         train_dataset=train_set, eval_dataset=eval_set, data_collator=collate_images,
-        compute_metrics=compute_image_classification_metrics(len(DIGITS_LABELS)),
+        compute_metrics=image_metrics(len(DIGITS_LABELS)),
     )
     trainer.remove_callback(ProgressCallback)
     trainer.add_callback(_StrategyProgress(run_name))
@@ -152,24 +154,23 @@ def run_strategy(strategy: str, train_set: datasets.Dataset, eval_set: datasets.
         "wall_time_s"}``, accuracies and the student's cross-entropy on ``eval_set``. For ``kd`` the wall
         time includes fine-tuning the teacher (also reported alone as ``teacher_wall_time_s``).
     """
-    if strategy not in STRATEGIES:
-        raise ValueError(f"unknown strategy {strategy!r}; use one of {', '.join(STRATEGIES)}.")
+    recipe = strategy_class(strategy)  # raises for an unknown name, naming the known ones
     teacher, student = build_digit_models(seed)
     common = dict(train_set=train_set, eval_set=eval_set, output_dir=output_dir, epochs=epochs, seed=seed)
     teacher_accuracy, extra = None, {}
     start = time.perf_counter()
-    if strategy == "finetune":
-        metrics = _train_and_evaluate("finetune", "finetune", student, None, **common)
-    elif strategy == "kd":
+    if not recipe.needs_teacher:
+        metrics = _train_and_evaluate(strategy, strategy, student, None, **common)
+    elif not recipe.trains_teacher:  # a frozen teacher: fine-tuned first, and its time counted
         teacher_metrics = _train_and_evaluate(
-            "kd-teacher", "finetune", teacher, None, learning_rate=TEACHER_LEARNING_RATE, **common
+            f"{strategy}-teacher", "finetune", teacher, None, learning_rate=TEACHER_LEARNING_RATE, **common
         )
         teacher_accuracy = teacher_metrics["eval_accuracy"]
         extra["teacher_wall_time_s"] = time.perf_counter() - start
-        metrics = _train_and_evaluate("kd", "kd", student, teacher, **common)
+        metrics = _train_and_evaluate(strategy, strategy, student, teacher, **common)
     else:
         plot_path = os.path.join(output_dir, PLOT_NAME) if plot else None
-        metrics = _train_and_evaluate("prokt", "prokt", student, teacher, plot_path=plot_path, **common)
+        metrics = _train_and_evaluate(strategy, strategy, student, teacher, plot_path=plot_path, **common)
         teacher_accuracy = metrics["eval_teacher_accuracy"]
     wall_time = time.perf_counter() - start
     return {"student_accuracy": metrics["eval_accuracy"], "teacher_accuracy": teacher_accuracy,
@@ -191,9 +192,10 @@ def run_demo(output_dir: str = DEFAULT_OUTPUT_DIR, epochs: float = DEFAULT_EPOCH
     Returns:
         ``{"settings": {...}, "results": {strategy: run_strategy(...)}}``, as written to the JSON file.
     """
-    unknown = [s for s in strategies if s not in STRATEGIES]
+    unknown = [s for s in strategies if s not in strategy_names()]
     if unknown or not strategies:
-        raise ValueError(f"strategies must be a non-empty subset of {', '.join(STRATEGIES)}; got {list(strategies)}.")
+        raise ValueError(f"strategies must be a non-empty subset of {', '.join(strategy_names())}; "
+                         f"got {list(strategies)}.")
     if threads is not None and threads < 1:
         raise ValueError(f"threads must be at least 1, got {threads}.")
     previous_threads = torch.get_num_threads()

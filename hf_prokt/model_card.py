@@ -1,4 +1,5 @@
-"""The student's model card: the `transformers` card plus a section and metadata saying how it was distilled.
+"""The student's model card: the `transformers` card's content, with a section and metadata saying how it was
+distilled, laid out by `huggingface_hub.ModelCard.from_template`.
 
 Metadata stays valid for the Hub (`huggingface_hub.ModelCard`): ``base_model`` (only when it is a Hub id),
 ``datasets``, ``tags`` (``knowledge-distillation``, ``prokt``), and a ``model-index`` with the student's
@@ -8,33 +9,33 @@ final evaluation metrics.
 from __future__ import annotations
 
 import os
-import re
 
-from huggingface_hub import EvalResult, ModelCard
+from huggingface_hub import EvalResult, ModelCard, ModelCardData
+from huggingface_hub.errors import HFValidationError
+from huggingface_hub.utils import validate_repo_id
 from torch import nn
-from transformers.modelcard import TrainingSummary
+from transformers.modelcard import TrainingSummary, make_markdown_table
 
-_TASK_BY_CLASS = (("SequenceClassification", "text-classification"),
-                  ("TokenClassification", "token-classification"),
-                  ("ImageClassification", "image-classification"))
+from .compression import parameter_count
+from .model_kinds import model_kind_of
+
 _NOT_METRICS = {"runtime", "samples_per_second", "steps_per_second", "model_preparation_time", "epoch", "step"}
-_OPENING = re.compile(r"^This model (was trained from scratch|is a fine-tuned version of).*$", re.M)
-_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
 
 
 def _is_hub_dataset(name: str) -> bool:
     return "/" in name and hub_id(name) is not None
 
 
-def parameter_count(model: nn.Module | None) -> int | None:
-    return None if model is None else sum(p.numel() for p in model.parameters())
-
-
 def hub_id(name_or_path: str | None) -> str | None:
-    """``name_or_path`` when it names a Hub repository, None for local folders and empty names."""
+    """``name_or_path`` when it names a Hub repository (`huggingface_hub.utils.validate_repo_id`), None for local
+    folders and empty names."""
     if not name_or_path or os.path.isdir(name_or_path) or os.path.isabs(name_or_path):
         return None
-    return name_or_path if _HUB_ID.match(name_or_path) else None
+    try:
+        validate_repo_id(name_or_path)
+    except HFValidationError:
+        return None
+    return name_or_path
 
 
 def _source(model: nn.Module | None) -> str | None:
@@ -66,9 +67,7 @@ def _opening_sentence(trainer, student: nn.Module, dataset: str | None) -> str:
     made = (f"a student {origin}" if origin else
             f"a student initialised from `{source}`" if source else "a student trained from scratch")
     teacher = trainer.teacher_model
-    how = {"prokt": "distilled with ProKT from a teacher trained alongside it",
-           "kd": "distilled from a frozen teacher",
-           "finetune": "fine-tuned on labels (no teacher)"}[trainer.args.strategy]
+    how = trainer.strategy.summary
     if teacher is not None and _name(teacher):
         how += f" (`{_name(teacher)}`)"
     data = f"on {dataset}" if dataset else "on an unnamed dataset (pass dataset= to create_model_card to name it)"
@@ -103,19 +102,12 @@ def distillation_section(trainer, inference_speedup: float | None = None, datase
     latencies and speed-ups; ``inference_speedup`` alone gives one speed-up figure."""
     args = trainer.args
     student, teacher = trainer.accelerator.unwrap_model(trainer.model), trainer.teacher_model
-    student_params, teacher_params = parameter_count(student), parameter_count(teacher)
+    student_params = parameter_count(student)
+    teacher_params = parameter_count(teacher) if teacher is not None else None
     if teacher_params is None and compression is not None:
         teacher_params = compression.teacher_parameters
     student_metrics, teacher_metrics = final_metrics(trainer.state.log_history)
-    method = {
-        "prokt": "ProKT (Shi et al., *Follow Your Path: a Progressive Method for Knowledge Distillation*, "
-                 "ECML-PKDD 2021): the teacher was trained with the student and pulled back towards it at every "
-                 "step; the student learned from the teacher after each of its steps",
-        "kd": "knowledge distillation from a frozen teacher (Hinton et al., 2015)",
-        "finetune": "plain fine-tuning on labels (no teacher)",
-    }[args.strategy]
-    if getattr(trainer, "uses_cached_teacher_logits", False):
-        method += ", from its logits cached once over the training set"
+    method = trainer.strategy.card_description()
     lines = ["## Distillation", "", f"This model was trained with hf_prokt (`strategy=\"{args.strategy}\"`): "
              f"{method}.", ""]
     rows = [("student", _name(student), student_params)]
@@ -142,7 +134,7 @@ def distillation_section(trainer, inference_speedup: float | None = None, datase
     if dataset:
         lines.append(f"- Data: {dataset}.")
     lines += ["", "### Distillation hyper-parameters", ""]
-    lines += [f"- {name}: {value}" for name, value in distillation_hyperparameters(args).items()]
+    lines += [f"- {name}: {value}" for name, value in trainer.strategy.hyperparameters().items()]
     if student_metrics:
         lines += ["", "### Final evaluation", "", "| metric | student | teacher |", "| --- | --- | --- |"]
         for name, value in student_metrics.items():
@@ -163,89 +155,112 @@ def compression_table(compression) -> list[str]:
     return lines + [""]
 
 
-def distillation_hyperparameters(args) -> dict:
-    """The arguments that define the recipe (only those that apply to the strategy)."""
-    values = {"strategy": args.strategy, "learning_rate (student)": args.learning_rate}
-    if args.strategy == "finetune":
-        return values
-    if args.strategy == "prokt":
-        values.update({"teacher_learning_rate": args.teacher_learning_rate, "prokt_target": args.prokt_target,
-                       "prokt_constraint": args.prokt_constraint})
-        if args.prokt_constraint == "dual":
-            values.update({"prokt_epsilon": args.prokt_epsilon, "dual_lr": args.dual_lr, "dual_init": args.dual_init})
-        else:
-            values["prokt_lambda"] = args.prokt_lambda
-    values.update({"distill_temperature": args.distill_temperature, "distill_alpha": args.distill_alpha})
-    for name in ("distill_alpha_warmup_steps", "prokt_lambda_warmup_steps"):
-        if getattr(args, name):
-            values[name] = getattr(args, name)
-    for name in ("hidden_distill_weight", "embedding_distill_weight", "attention_distill_weight"):
-        if getattr(args, name) > 0:
-            values[name] = getattr(args, name)
-    if args.uses_intermediate_terms:
-        values["layer_map"] = args.layer_map
-    values["zero_init_classifier"] = args.zero_init_classifier
-    return values
-
-
 def task_type(model: nn.Module) -> str | None:
-    name = type(model).__name__
-    for suffix, task in _TASK_BY_CLASS:
-        if suffix in name:
-            return task
-    return None
+    """The Hub task of the model's kind (``"text-classification"``...), or None."""
+    return model_kind_of(model).card_task
 
 
-def add_distillation_to_card(card_text: str, trainer, dataset: str | list[str] | None = None,
-                             tasks: str | list[str] | None = None, inference_speedup: float | None = None,
-                             finetuned_from: str | None = None, compression=None) -> str:
-    """Extend a `transformers` model card (text with YAML metadata) with the distillation section and metadata."""
-    card = ModelCard(card_text)
-    data = card.data
+CARD_TEMPLATE = """---
+{{ card_data }}
+---
+
+# {{ model_name }}
+
+{{ opening }}
+{%- if eval_lines %}
+
+It achieves the following results on the evaluation set:
+{% for line in eval_lines %}
+- {{ line }}
+{%- endfor %}
+{%- endif %}
+
+{{ distillation }}
+## Training procedure
+
+### Training hyperparameters
+
+The following hyperparameters were used during training:
+{% for name, value in hyperparameters.items() %}
+- {{ name }}: {{ value }}
+{%- endfor %}
+{%- if results_table %}
+
+### Training results
+
+{{ results_table }}
+{%- endif %}
+
+### Framework versions
+{% for name, version in versions.items() %}
+- {{ name }} {{ version }}
+{%- endfor %}
+"""
+"""The card's layout (`huggingface_hub.ModelCard.from_template`): the student's name, what it is and how it was
+trained, the distillation section, then the `transformers` card's training procedure and framework versions."""
+
+
+def build_model_card(trainer, dataset: str | list[str] | None = None, tasks: str | list[str] | None = None,
+                     inference_speedup: float | None = None, finetuned_from: str | None = None, compression=None,
+                     **card_kwargs) -> ModelCard:
+    """The student's card: `CARD_TEMPLATE` filled from the `transformers` `TrainingSummary` of ``trainer`` (its
+    metadata, hyperparameters and results) and from how the student was distilled."""
+    summary = TrainingSummary.from_trainer(trainer, dataset=dataset, tasks=tasks, finetuned_from=finetuned_from,
+                                           **card_kwargs)
+    data = ModelCardData(**summary.create_metadata())
     student = trainer.accelerator.unwrap_model(trainer.model)
     datasets_ = [dataset] if isinstance(dataset, str) else list(dataset or [])
-    strategy_tags = {"prokt": ["knowledge-distillation", "prokt"], "kd": ["knowledge-distillation"],
-                     "finetune": []}[trainer.args.strategy]
-    data.tags = list(dict.fromkeys([*(data.tags or []), *strategy_tags, "hf-prokt"]))
+    data.tags = list(dict.fromkeys([*(data.tags or []), *trainer.strategy.tags, "hf-prokt"]))
     base_model = hub_id(finetuned_from) or hub_id(_source(student))
-    if base_model:
-        data.base_model = base_model
+    data.base_model = base_model or None
     # The metadata lists Hub datasets: those given as dataset_tags (already there), else the names of the form
     # owner/name; any other name (a local file, "GLUE SST2") is for the text only.
     if not data.datasets and any(_is_hub_dataset(name) for name in datasets_):
         data.datasets = [name for name in datasets_ if _is_hub_dataset(name)]
     student_metrics, _ = final_metrics(trainer.state.log_history)
     task = (tasks if isinstance(tasks, str) else (tasks or [None])[0]) or task_type(student)
+    data.eval_results = None
     if student_metrics and task and datasets_:
         data.eval_results = [
             EvalResult(task_type=task, dataset_type=(data.datasets or datasets_)[0], dataset_name=datasets_[0],
-                       metric_type=name,
-                       metric_value=value)
+                       metric_type=name, metric_value=value)
             for name, value in student_metrics.items() if name != "loss"
         ] or None
         data.model_name = data.model_name or os.path.basename(os.path.normpath(trainer.args.output_dir))
-    # The transformers card says "trained from scratch" or "a fine-tuned version of" a base model, and names
-    # no dataset unless given one: say what the student is, how it was trained, and on what, instead.
-    opening = _opening_sentence(trainer, student, ", ".join(datasets_) or None)
-    body = _OPENING.sub(lambda _: opening, card.text, count=1)
-    section = distillation_section(trainer, inference_speedup, ", ".join(datasets_) or None, compression)
-    anchor = "## Model description"
-    body = body.replace(anchor, section + "\n" + anchor, 1) if anchor in body else body.rstrip() + "\n\n" + section
-    return f"---\n{data.to_yaml()}\n---\n{body}"
+    dataset_text = ", ".join(datasets_) or None
+    return ModelCard.from_template(
+        data, template_str=CARD_TEMPLATE, model_name=summary.model_name,
+        opening=_opening_sentence(trainer, student, dataset_text),
+        eval_lines=[f"{name}: {_rounded(value)}" for name, value in (summary.eval_results or {}).items()],
+        distillation=distillation_section(trainer, inference_speedup, dataset_text, compression),
+        hyperparameters=summary.hyperparameters or {},
+        results_table=make_markdown_table(summary.eval_lines) if summary.eval_lines else "",
+        versions=_framework_versions(),
+    )
+
+
+def _rounded(value):
+    return round(value, 4) if isinstance(value, float) else value
+
+
+def _framework_versions() -> dict[str, str]:
+    import datasets
+    import tokenizers
+    import torch
+    import transformers
+
+    return {"Transformers": transformers.__version__, "Pytorch": torch.__version__,
+            "Datasets": datasets.__version__, "Tokenizers": tokenizers.__version__}
 
 
 def write_model_card(trainer, folder: str, inference_speedup: float | None = None, compression=None,
                      **card_kwargs) -> None:
-    """Write ``folder/README.md``: the `transformers` card of ``trainer``'s student (built from its
-    ``card_kwargs``: ``language``, ``tags``, ``dataset``, ``tasks``, ``finetuned_from``...) with how it was
-    distilled. Only the main process writes."""
+    """Write ``folder/README.md``: `build_model_card` of ``trainer``'s student (``card_kwargs``: ``language``,
+    ``tags``, ``dataset``, ``tasks``, ``finetuned_from``... as `Trainer.create_model_card` takes them). Only the
+    main process writes."""
     if not trainer.is_world_process_zero():
         return
     card_kwargs = {k: v for k, v in card_kwargs.items() if v is not None}
-    card = TrainingSummary.from_trainer(trainer, **card_kwargs).to_model_card()
-    card = add_distillation_to_card(card, trainer, dataset=card_kwargs.get("dataset"),
-                                    tasks=card_kwargs.get("tasks"), inference_speedup=inference_speedup,
-                                    finetuned_from=card_kwargs.get("finetuned_from"), compression=compression)
+    card = build_model_card(trainer, inference_speedup=inference_speedup, compression=compression, **card_kwargs)
     os.makedirs(folder, exist_ok=True)
-    with open(os.path.join(folder, "README.md"), "w", encoding="utf-8") as f:
-        f.write(card)
+    card.save(os.path.join(folder, "README.md"))

@@ -8,7 +8,7 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from hf_prokt.shutdown import end_process  # noqa: E402
+from hf_prokt.scripting.shutdown import end_process  # noqa: E402
 from tests.conftest import make_args, tiny_bert, toy_dataset  # noqa: E402
 from tests.fsdp_cpu import FSDP_CONFIG, CpuFsdpProKTTrainer  # noqa: E402
 
@@ -31,7 +31,7 @@ def main(output_dir: str, per_device_batch: int, mode: str, strategy: str, extra
     trainer.train(resume_from_checkpoint=overrides.get("resume_from_checkpoint"))
     metrics = trainer.evaluate()
     student_state = trainer.accelerator.get_state_dict(trainer.model_wrapped)
-    teacher_state = (trainer.accelerator.get_state_dict(trainer._teacher_wrapped) if strategy == "prokt"
+    teacher_state = (trainer.accelerator.get_state_dict(trainer.strategy.wrapped_teacher) if strategy == "prokt"
                      else teacher.state_dict())
     if trainer.args.process_index == 0:
         torch.save({"student": {k: v.cpu() for k, v in student_state.items()},

@@ -114,12 +114,12 @@ def main(root):
         records = []
         handler = logging.Handler()
         handler.emit = lambda record, records=records: records.append(record.getMessage())
-        logging.getLogger("hf_prokt.safe_checkpoints").addHandler(handler)
+        logging.getLogger("hf_prokt.robustness.crash_safe_checkpoints").addHandler(handler)
         try:
             resumed, student, teacher = build(folder, MAX_STEPS)
             resumed.train(resume_from_checkpoint=True)
         finally:
-            logging.getLogger("hf_prokt.safe_checkpoints").removeHandler(handler)
+            logging.getLogger("hf_prokt.robustness.crash_safe_checkpoints").removeHandler(handler)
         got = {"student": parameters_of(student), "teacher": parameters_of(teacher)}
         results["runs"][k] = {
             "killed": os.WIFSIGNALED(statuses[k]) and os.WTERMSIG(statuses[k]) == signal.SIGKILL,
@@ -135,5 +135,5 @@ def main(root):
 
 if __name__ == "__main__":
     logging.basicConfig(level=logging.WARNING)
-    logging.getLogger("hf_prokt.safe_checkpoints").setLevel(logging.INFO)
+    logging.getLogger("hf_prokt.robustness.crash_safe_checkpoints").setLevel(logging.INFO)
     main(sys.argv[1])

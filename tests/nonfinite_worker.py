@@ -8,8 +8,8 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from hf_prokt import ProKTTrainer  # noqa: E402
-from hf_prokt.nonfinite import NonFiniteLossError  # noqa: E402
-from hf_prokt.shutdown import end_process  # noqa: E402
+from hf_prokt.robustness.nonfinite import NonFiniteLossError  # noqa: E402
+from hf_prokt.scripting.shutdown import end_process  # noqa: E402
 from tests.conftest import make_args, tiny_bert, toy_dataset  # noqa: E402
 
 

@@ -8,7 +8,7 @@ import pytest
 import torch
 from transformers import AutoModelForSequenceClassification, AutoModelForTokenClassification
 
-import hf_prokt.teacher_cache
+import hf_prokt.teacher.logit_cache
 from tests.conftest import load_example, tiny_bert
 from tests.test_run_glue import common_args, model_dirs_in, single_sentence_files
 from tests.test_run_ner import common_args as ner_args
@@ -29,13 +29,13 @@ def run_glue():
 def teacher_passes(monkeypatch):
     """How many times the teacher's logits were computed (the cache pass, counted)."""
     calls = []
-    original = hf_prokt.teacher_cache.cache_teacher_logits
+    original = hf_prokt.teacher.logit_cache.cache_teacher_logits
 
     def counted(*args, **kwargs):
         calls.append(1)
         return original(*args, **kwargs)
 
-    monkeypatch.setattr(hf_prokt.teacher_cache, "cache_teacher_logits", counted)
+    monkeypatch.setattr(hf_prokt.teacher.logit_cache, "cache_teacher_logits", counted)
     return calls
 
 

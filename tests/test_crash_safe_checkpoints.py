@@ -51,9 +51,9 @@ def test_resume_true_takes_the_last_complete_checkpoint_and_says_what_it_skipped
     (out / "checkpoint-6" / "model.safetensors").write_bytes(b"")
 
     resumed = build(tmp_path)
-    with caplog.at_level(logging.INFO, logger="hf_prokt.safe_checkpoints"):
+    with caplog.at_level(logging.INFO, logger="hf_prokt.robustness.crash_safe_checkpoints"):
         resumed.train(resume_from_checkpoint=True)
-    messages = [r.getMessage() for r in caplog.records if r.name == "hf_prokt.safe_checkpoints"]
+    messages = [r.getMessage() for r in caplog.records if r.name == "hf_prokt.robustness.crash_safe_checkpoints"]
     assert any("Skipping" in m and "checkpoint-6" in m and "no checkpoint_complete.json" in m for m in messages)
     assert any("Skipping" in m and "checkpoint-4" in m and "teacher_optimizer.pt has 100 bytes" in m
                for m in messages)

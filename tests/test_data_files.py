@@ -7,7 +7,7 @@ import random
 import pytest
 
 from hf_prokt import data_files
-from hf_prokt.data_files import DataFileError, first_non_utf8_byte, load_data_files
+from hf_prokt.scripting.data_files import DataFileError, first_non_utf8_byte, load_data_files
 from tests.test_run_glue import common_args, sentence, single_sentence_files, write_tsv
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from hf_prokt import ProKTTrainer
-from hf_prokt.final_evaluation import final_evaluation
+from hf_prokt.scripting.final_evaluation import final_evaluation
 from tests.conftest import make_args, tiny_bert, toy_dataset
 
 

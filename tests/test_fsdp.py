@@ -12,7 +12,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from hf_prokt.compatibility import check_trainer_setup
+from hf_prokt.strategies import check_trainer_setup
 from tests.test_distributed import free_port
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

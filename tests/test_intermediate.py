@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from hf_prokt import ProKTTrainer
-from hf_prokt.alignment import FeatureProjection, IntermediateDistiller, resolve_layer_map, uniform_layer_map
+from hf_prokt.losses import FeatureProjection, IntermediateDistiller, resolve_layer_map, uniform_layer_map
 from tests.conftest import make_args, tiny_bert, toy_dataset
 
 

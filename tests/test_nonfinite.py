@@ -11,7 +11,7 @@ from safetensors.torch import load_file
 from transformers import TrainerCallback
 
 from hf_prokt import ProKTTrainer
-from hf_prokt.nonfinite import NonFiniteGuard, NonFiniteLossError
+from hf_prokt.robustness.nonfinite import NonFiniteGuard, NonFiniteLossError
 from tests.conftest import make_args, tiny_bert, toy_dataset
 from tests.test_distributed import free_port
 

@@ -7,13 +7,13 @@ import os
 
 import pytest
 
-from hf_prokt.checkpoints import (
+from hf_prokt.robustness.crash_safe_checkpoints import write_completeness_marker
+from hf_prokt.scripting.run_folder import (
     check_output_dir,
     clear_previous_run,
     previous_run_files,
     resolve_resume_checkpoint,
 )
-from hf_prokt.safe_checkpoints import write_completeness_marker
 from tests.test_image_classification import QUIET
 from tests.test_image_classification import SCRIPT as IMAGE_SCRIPT
 from tests.test_run_glue import common_args, load_script, model_dirs_in, single_sentence_files

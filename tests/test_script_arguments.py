@@ -7,7 +7,7 @@ import torch
 from transformers import HfArgumentParser
 
 from hf_prokt import ProKTTrainingArguments
-from hf_prokt.script_arguments import TeacherStudentArguments, build_teacher_and_student, loads_teacher
+from hf_prokt.scripting.arguments import TeacherStudentArguments, build_teacher_and_student, loads_teacher
 from tests.conftest import load_example, tiny_bert
 from tests.test_image_classification import SCRIPT as IMAGE_SCRIPT
 from tests.test_run_glue import SCRIPT as GLUE_SCRIPT

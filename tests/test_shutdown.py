@@ -4,14 +4,14 @@ import os
 import subprocess
 import sys
 
-from hf_prokt.shutdown import end_process
+from hf_prokt.scripting.shutdown import end_process
 from tests.test_distributed import free_port
 
 SCRIPT = """
 import atexit, os, sys, threading, time
 import torch, torch.distributed as dist
 sys.path.insert(0, {root!r})
-from hf_prokt.shutdown import end_process
+from hf_prokt.scripting.shutdown import end_process
 dist.init_process_group("gloo")
 rank = dist.get_rank()
 model = torch.nn.parallel.DistributedDataParallel(torch.nn.Linear(4, 4))  # keeps the group alive

@@ -12,8 +12,7 @@ from transformers import (
 )
 
 from hf_prokt import cache_teacher_logits
-from hf_prokt.cached_logits import TeacherLogitsCollator
-from hf_prokt.teacher_cache import has_on_the_fly_transform, load_or_cache_teacher_logits
+from hf_prokt.teacher.logit_cache import TeacherLogitsCollator, has_on_the_fly_transform, load_or_cache_teacher_logits
 from tests.conftest import VOCAB_SIZE, image_dataset, tiny_bert, tiny_vit, toy_dataset
 
 

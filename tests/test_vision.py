@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from transformers import AutoModelForImageClassification
 
 from hf_prokt import ProKTTrainer
-from hf_prokt.alignment import FeatureProjection, IntermediateDistiller, TokenGrid, token_grid
+from hf_prokt.losses import FeatureProjection, IntermediateDistiller, TokenGrid, token_grid
 from tests.conftest import image_dataset, make_args, parameters_of, tiny_resnet, tiny_vit
 
 PAIRS = {

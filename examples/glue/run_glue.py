@@ -42,22 +42,23 @@ from hf_prokt import (
     ProKTTrainingArguments,
     load_or_cache_teacher_logits,
 )
-from hf_prokt.arguments import parse_config_and_flags
-from hf_prokt.checkpoints import replace_previous_run, start_of_run
-from hf_prokt.compatibility import check_distillation_pair
-from hf_prokt.compression import record_compression
-from hf_prokt.data_files import file_format, header_of, load_data_files
-from hf_prokt.final_evaluation import final_evaluation
-from hf_prokt.metrics import GLUE_TASKS, classification_metrics, compute_glue_metrics, regression_metrics
-from hf_prokt.script_arguments import (
+from hf_prokt.metrics import GLUE_TASKS, compute_glue_metrics, compute_metrics_for_labels
+from hf_prokt.pair_checks import check_distillation_pair
+from hf_prokt.scripting.arguments import (
     CompressionArguments,
     HubLoadingArguments,
     RunOutputArguments,
     TeacherStudentArguments,
     build_teacher_and_student,
     loads_teacher,
+    measure_text_compression,
+    parse_config_and_flags,
 )
-from hf_prokt.shutdown import end_process
+from hf_prokt.scripting.data_files import file_format, header_of, load_data_files
+from hf_prokt.scripting.final_evaluation import final_evaluation
+from hf_prokt.scripting.run_folder import replace_previous_run, start_of_run
+from hf_prokt.scripting.shutdown import end_process
+from hf_prokt.strategies import strategy_class
 
 logger = logging.getLogger(__name__)
 
@@ -294,7 +295,7 @@ def parse_arguments(argv: list[str]):
 
 def main(argv: list[str] | None = None) -> dict:
     model_args, data_args, training_args = parse_arguments(sys.argv[1:] if argv is None else argv)
-    check_compression_arguments(model_args, data_args, training_args)
+    check_logit_cache_arguments(model_args, data_args, training_args)
     resume_from = start_of_run(training_args, data_args.overwrite_output_dir)
 
     logging.basicConfig(format="%(asctime)s - %(levelname)s - %(name)s - %(message)s", level=logging.INFO
@@ -316,7 +317,7 @@ def main(argv: list[str] | None = None) -> dict:
     tokenizer_source = (model_args.tokenizer_name or model_args.teacher_model_name_or_path
                         or model_args.student_init_from or model_args.model_name_or_path)
     tokenizer = AutoTokenizer.from_pretrained(tokenizer_source, cache_dir=model_args.cache_dir, token=model_args.token)
-    check_distillation_pair(student, teacher, training_args.strategy)  # a vocabulary mismatch is the pair's first
+    check_distillation_pair(student, teacher)  # a vocabulary mismatch is the pair's first
     if len(tokenizer) > student.config.vocab_size:
         raise ValueError(f"the tokenizer has {len(tokenizer)} tokens but the student's vocabulary only "
                          f"{student.config.vocab_size}: use the models' own tokenizer (--tokenizer_name).")
@@ -358,11 +359,11 @@ def main(argv: list[str] | None = None) -> dict:
     if data_args.task_name:
         compute_metrics = compute_glue_metrics(data_args.task_name)
     else:
-        compute_metrics = _custom_metrics(is_regression, num_labels)
+        compute_metrics = compute_metrics_for_labels(num_labels)
 
     data_collator = DataCollatorWithPadding(tokenizer, pad_to_multiple_of=8 if training_args.fp16 or
                                             training_args.bf16 else None)
-    training_teacher = teacher if training_args.strategy != "finetune" else None
+    training_teacher = teacher if strategy_class(training_args.strategy).needs_teacher else None
     if data_args.cache_teacher_logits and train_dataset is not None:
         train_dataset = with_cached_teacher_logits(data_args.cache_teacher_logits, teacher, train_dataset,
                                                    data_collator, training_args)
@@ -381,7 +382,7 @@ def main(argv: list[str] | None = None) -> dict:
         train_result = trainer.train(resume_from_checkpoint=resume_from)
         metrics = {**train_result.metrics, "train_samples": len(train_dataset)}
         if model_args.measure_compression:  # before save_model, so that the card carries the figures
-            results.update(measure(trainer, teacher, train_dataset, data_collator, model_args))
+            results.update(measure_text_compression(trainer, teacher, train_dataset, data_collator, model_args))
         trainer.save_model()
         trainer.log_metrics("train", metrics)
         trainer.save_metrics("train", metrics)
@@ -397,8 +398,8 @@ def main(argv: list[str] | None = None) -> dict:
         trainer.save_metrics("eval", metrics, combined=True)
         results.update(metrics)
     if model_args.measure_compression and not training_args.do_train:
-        results.update(measure(trainer, teacher, eval_splits.get("validation") or processed["train"],
-                               data_collator, model_args))
+        results.update(measure_text_compression(trainer, teacher, eval_splits.get("validation") or processed["train"],
+                                                data_collator, model_args))
     card = card_arguments(data_args, model_args)
     if training_args.do_train:  # after the final evaluation, so that the card carries its metrics
         trainer.create_model_card(**card)
@@ -416,12 +417,13 @@ def main(argv: list[str] | None = None) -> dict:
     return results
 
 
-def check_compression_arguments(model_args, data_args, training_args) -> None:
-    """Refuse, before any data or model is loaded, flags that cannot work together."""
-    if data_args.cache_teacher_logits and training_args.strategy != "kd":
+def check_logit_cache_arguments(model_args, data_args, training_args) -> None:
+    """Refuse, before any data or model is loaded, logit-cache and compression flags that cannot work together."""
+    recipe = strategy_class(training_args.strategy)
+    if data_args.cache_teacher_logits and not recipe.accepts_cached_logits:
         raise ValueError(
             f"--cache_teacher_logits serves --strategy kd (a frozen teacher), not {training_args.strategy!r}: "
-            + ("ProKT trains its teacher, so its logits change at every step." if training_args.strategy == "prokt"
+            + ("ProKT trains its teacher, so its logits change at every step." if recipe.trains_teacher
                else "fine-tuning has no teacher.") + " Remove --cache_teacher_logits, or use --strategy kd."
         )
     if data_args.cache_teacher_logits and training_args.uses_intermediate_terms:
@@ -452,14 +454,6 @@ def with_cached_teacher_logits(path, teacher, train_dataset, data_collator, trai
         )
 
 
-def measure(trainer, teacher, dataset, data_collator, model_args) -> dict:
-    """`hf_prokt.compression.record_compression` on a batch of the data, on the training device."""
-    inputs = [name for name in ("input_ids", "attention_mask", "token_type_ids") if name in dataset.column_names]
-    rows = dataset.select_columns(inputs).select(range(min(len(dataset), max(model_args.compression_batch_sizes))))
-    return record_compression(trainer, teacher, data_collator([rows[i] for i in range(len(rows))]),
-                              model_args.compression_batch_sizes, model_args.compression_repeats)
-
-
 def card_arguments(data_args: DataTrainingArguments, model_args: ModelArguments) -> dict:
     """What the model card says about the data and the starting point: the GLUE task (with its Hub dataset) or
     the training file's name."""
@@ -475,15 +469,6 @@ def card_arguments(data_args: DataTrainingArguments, model_args: ModelArguments)
         card.update(dataset_tags="nyu-mll/glue", dataset_args=task)
     return card
 
-
-def _custom_metrics(is_regression: bool, num_labels: int):
-    def compute(prediction):
-        logits = prediction.predictions[0] if isinstance(prediction.predictions, tuple) else prediction.predictions
-        if is_regression:
-            return regression_metrics(np.squeeze(logits, axis=-1) if logits.ndim > 1 else logits,
-                                      prediction.label_ids)
-        return classification_metrics(np.argmax(logits, axis=-1), prediction.label_ids, num_labels)
-    return compute
 
 
 def write_predictions(trainer, dataset, split, task, is_regression, label_names):

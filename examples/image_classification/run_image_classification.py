@@ -42,13 +42,18 @@ from transformers import (
 )
 
 from hf_prokt import ProKTTrainer, ProKTTrainingArguments, load_or_cache_teacher_logits
-from hf_prokt.arguments import parse_config_and_flags
-from hf_prokt.checkpoints import replace_previous_run, start_of_run
 from hf_prokt.compression import record_compression
-from hf_prokt.final_evaluation import final_evaluation
 from hf_prokt.metrics import compute_image_classification_metrics
-from hf_prokt.script_arguments import CompressionArguments, HubLoadingArguments, RunOutputArguments
-from hf_prokt.shutdown import end_process
+from hf_prokt.scripting.arguments import (
+    CompressionArguments,
+    HubLoadingArguments,
+    RunOutputArguments,
+    parse_config_and_flags,
+)
+from hf_prokt.scripting.final_evaluation import final_evaluation
+from hf_prokt.scripting.run_folder import replace_previous_run, start_of_run
+from hf_prokt.scripting.shutdown import end_process
+from hf_prokt.strategies import strategy_class
 from hf_prokt.vision import (
     AUGMENTATIONS,
     NAMED_CONFIGS,
@@ -234,7 +239,8 @@ def load_pretrained(name_or_path: str, model_args: ModelArguments, names: list[s
 def build_models(model_args: ModelArguments, training_args: ProKTTrainingArguments, names: list[str],
                  image_size: int):
     """``(teacher or None, student)`` with the label order ``names``."""
-    needs_teacher = training_args.strategy != "finetune"
+    recipe = strategy_class(training_args.strategy)
+    needs_teacher = recipe.needs_teacher
     id2label = dict(enumerate(names))
     label2id = {n: i for i, n in id2label.items()}
 
@@ -246,7 +252,7 @@ def build_models(model_args: ModelArguments, training_args: ProKTTrainingArgumen
         if model_args.teacher_model_name_or_path:
             teacher = load_pretrained(model_args.teacher_model_name_or_path, model_args, names)
         elif model_args.teacher_config:
-            if training_args.strategy == "kd":
+            if not recipe.trains_teacher:
                 raise ValueError(
                     "--strategy kd learns from a trained, frozen teacher, but --teacher_config builds an untrained "
                     "one. Train it first (--strategy finetune --student_config <its config> --output_dir T) and "
@@ -279,10 +285,11 @@ def load_image_processor(model_args: ModelArguments, image_size: int, needs_teac
 
 def main(argv: list[str] | None = None) -> dict:
     model_args, data_args, training_args = parse_arguments(sys.argv[1:] if argv is None else argv)
-    if data_args.cache_teacher_logits and training_args.strategy != "kd":
+    recipe = strategy_class(training_args.strategy)
+    if data_args.cache_teacher_logits and not recipe.accepts_cached_logits:
         raise ValueError(f"--cache_teacher_logits serves --strategy kd (a frozen teacher), not "
                          f"{training_args.strategy!r}. Remove it, or use --strategy kd.")
-    if model_args.measure_compression and training_args.strategy == "finetune":
+    if model_args.measure_compression and not recipe.needs_teacher:
         raise ValueError("--measure_compression compares the student with its teacher: use --strategy kd or prokt.")
     resume_from = start_of_run(training_args, data_args.overwrite_output_dir)
     # The images are transformed on the fly: the Trainer must not drop the image column first.
@@ -295,7 +302,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     raw = load_raw_data(data_args, model_args, training_args.seed)
     names = label_names_of(raw, data_args.label_column_name)
-    needs_teacher = training_args.strategy != "finetune"
+    needs_teacher = recipe.needs_teacher
     if needs_teacher and model_args.teacher_model_name_or_path:  # a fine-tuned teacher fixes the label order
         names = labels_of_pretrained(model_args.teacher_model_name_or_path, model_args, names) or names
     if model_args.model_name_or_path:

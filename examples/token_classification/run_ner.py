@@ -39,20 +39,21 @@ from transformers import (
 )
 
 from hf_prokt import ProKTTrainer, ProKTTrainingArguments
-from hf_prokt.arguments import parse_config_and_flags
-from hf_prokt.checkpoints import replace_previous_run, start_of_run
-from hf_prokt.compression import record_compression
-from hf_prokt.final_evaluation import final_evaluation
 from hf_prokt.metrics import compute_ner_metrics
-from hf_prokt.script_arguments import (
+from hf_prokt.scripting.arguments import (
     CompressionArguments,
     HubLoadingArguments,
     RunOutputArguments,
     TeacherStudentArguments,
     build_teacher_and_student,
     loads_teacher,
+    measure_text_compression,
+    parse_config_and_flags,
 )
-from hf_prokt.shutdown import end_process
+from hf_prokt.scripting.final_evaluation import final_evaluation
+from hf_prokt.scripting.run_folder import replace_previous_run, start_of_run
+from hf_prokt.scripting.shutdown import end_process
+from hf_prokt.strategies import strategy_class
 
 logger = logging.getLogger(__name__)
 
@@ -381,7 +382,8 @@ def main(argv: list[str] | None = None) -> dict:
 
     data_collator = DataCollatorForTokenClassification(
         tokenizer, pad_to_multiple_of=8 if training_args.fp16 or training_args.bf16 else None)
-    training_teacher = teacher if training_args.strategy != "finetune" else None  # finetune: measured, not trained
+    # finetune: measured, not trained
+    training_teacher = teacher if strategy_class(training_args.strategy).needs_teacher else None
     trainer = ProKTTrainer(
         model=student, teacher_model=training_teacher, args=training_args, train_dataset=processed.get("train"),
         eval_dataset=processed.get("validation"), processing_class=tokenizer,
@@ -396,7 +398,7 @@ def main(argv: list[str] | None = None) -> dict:
         train_result = trainer.train(resume_from_checkpoint=resume_from)
         metrics = {**train_result.metrics, "train_samples": len(processed["train"])}
         if model_args.measure_compression:  # before save_model, so that the card carries the figures
-            results.update(measure(trainer, teacher, processed["train"], data_collator, model_args))
+            results.update(measure_text_compression(trainer, teacher, processed["train"], data_collator, model_args))
         trainer.save_model()
         trainer.log_metrics("train", metrics)
         trainer.save_metrics("train", metrics)
@@ -409,7 +411,8 @@ def main(argv: list[str] | None = None) -> dict:
         trainer.save_metrics("eval", metrics, combined=True)
         results.update(metrics)
     if model_args.measure_compression and not training_args.do_train:
-        results.update(measure(trainer, teacher, next(iter(processed.values())), data_collator, model_args))
+        results.update(measure_text_compression(trainer, teacher, next(iter(processed.values())), data_collator,
+                                                model_args))
     dataset_label = data_args.dataset_name or "custom"
     if data_args.plot and trainer.is_world_process_zero():
         from hf_prokt.plot import plot_training
@@ -429,14 +432,6 @@ def main(argv: list[str] | None = None) -> dict:
     elif training_args.do_train:
         trainer.create_model_card(**card)  # after evaluation: the card carries the final metrics
     return results
-
-
-def measure(trainer, teacher, dataset, data_collator, model_args) -> dict:
-    """`hf_prokt.compression.record_compression` on a batch of the tokenized sentences, on the training device."""
-    inputs = [name for name in ("input_ids", "attention_mask", "token_type_ids") if name in dataset.column_names]
-    rows = dataset.select_columns(inputs).select(range(min(len(dataset), max(model_args.compression_batch_sizes))))
-    return record_compression(trainer, teacher, data_collator([rows[i] for i in range(len(rows))]),
-                              model_args.compression_batch_sizes, model_args.compression_repeats)
 
 
 def align_labels(word_ids: list[int | None], word_labels: list[int], continuation: dict[int, int],

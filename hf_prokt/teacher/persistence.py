@@ -9,7 +9,8 @@ A ProKT checkpoint holds, next to the student's files:
 
 Under FSDP2 the teacher is sharded: `gather_teacher_state` collects the full weights and optimizer state on
 the CPU (a collective: every process calls it) and `load_teacher_state` lets every process read the full
-state and keep its shards. The trainer calls these functions; none of them knows the `Trainer`.
+state and keep its shards. `save_trainer_teacher` and `push_trainer_teacher` read the teacher from a trainer's
+strategy; the other functions know neither the trainer nor the strategies.
 """
 
 from __future__ import annotations
@@ -34,18 +35,18 @@ def unwrap_optimizer(optimizer):
     return getattr(optimizer, "optimizer", optimizer)
 
 
-def gather_full_weights(wrapped_teacher: nn.Module) -> dict[str, torch.Tensor]:
-    """The full weights of a sharded (FSDP2) teacher, on the CPU. A collective: every process calls it."""
-    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+def gather_full_weights(accelerator, wrapped_teacher: nn.Module) -> dict[str, torch.Tensor]:
+    """The full weights of a sharded (FSDP2) teacher, on the CPU (`Accelerator.get_state_dict`). A collective:
+    every process calls it."""
+    return accelerator.get_state_dict(wrapped_teacher)
 
-    return get_model_state_dict(wrapped_teacher, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
 
-
-def gather_teacher_state(wrapped_teacher: nn.Module, optimizer) -> tuple[dict, dict]:
-    """``(weights, optimizer_state)`` of a sharded teacher, full and on the CPU. A collective."""
+def gather_teacher_state(accelerator, wrapped_teacher: nn.Module, optimizer) -> tuple[dict, dict]:
+    """``(weights, optimizer_state)`` of a sharded teacher, full and on the CPU. A collective (accelerate has no
+    gather of an optimizer's state: torch's ``get_optimizer_state_dict``)."""
     from torch.distributed.checkpoint.state_dict import StateDictOptions, get_optimizer_state_dict
 
-    weights = gather_full_weights(wrapped_teacher)
+    weights = gather_full_weights(accelerator, wrapped_teacher)
     optimizer_state = get_optimizer_state_dict(
         wrapped_teacher, unwrap_optimizer(optimizer), options=StateDictOptions(full_state_dict=True, cpu_offload=True)
     )
@@ -127,6 +128,31 @@ def write_teacher(folder: str, teacher: nn.Module, weights: dict | None = None, 
     teacher.save_pretrained(folder, state_dict=weights)
     if processing_class is not None:
         processing_class.save_pretrained(folder)
+
+
+def save_trainer_teacher(trainer, output_dir: str) -> None:
+    """Write ``trainer``'s teacher as a plain checkpoint with the processor (`write_teacher`). Under FSDP every
+    process calls it: the teacher's shards are gathered first."""
+    strategy = trainer.strategy
+    if strategy.teacher_model is None:
+        raise ValueError("this trainer has no teacher (strategy='finetune').")
+    weights = strategy.full_teacher_weights()
+    if trainer.args.should_save:
+        write_teacher(output_dir, strategy.unwrapped_teacher(), weights, trainer.processing_class)
+
+
+def push_trainer_teacher(trainer, repo_id: str, *, commit_message: str | None = None, token: str | None = None,
+                         private: bool | None = None) -> None:
+    """Push ``trainer``'s teacher to its own Hub repository ``repo_id`` (`push_teacher_to_hub`); under FSDP every
+    process calls it (the shards are gathered), the main process pushes."""
+    strategy = trainer.strategy
+    if strategy.teacher_model is None:
+        raise ValueError("push_teacher=True, but this trainer has no teacher (strategy='finetune').")
+    weights = strategy.full_teacher_weights()
+    if trainer.is_world_process_zero():
+        push_teacher_to_hub(repo_id, strategy.unwrapped_teacher(), weights=weights,
+                            processing_class=trainer.processing_class, commit_message=commit_message, token=token,
+                            private=private)
 
 
 def push_teacher_to_hub(repo_id: str, teacher: nn.Module, *, weights: dict | None = None, processing_class=None,

@@ -10,17 +10,19 @@ from contextlib import contextmanager
 
 from transformers.trainer_callback import ProgressCallback
 
+from ..eval_mode import eval_mode
+
 
 class TeacherEvaluationMixin:
-    """`evaluate` and `evaluation_loop` for a `Trainer` that holds ``teacher_model`` (unwrapped) and
-    ``_teacher_wrapped`` (as the accelerator prepared it), and whose ``args.should_evaluate_teacher`` says when."""
+    """`evaluate` and `evaluation_loop` for a `Trainer` whose ``strategy`` holds ``teacher_model`` (unwrapped) and
+    ``wrapped_teacher`` (as the accelerator prepared it), and whose ``args.should_evaluate_teacher`` says when."""
 
     _evaluating_teacher_too = False
 
     def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix: str = "eval"):
         """The student's metrics as `Trainer.evaluate` reports them and, when the teacher is evaluated too
         (`evaluate_teacher`, on by default for ProKT), the teacher's under ``{prefix}_teacher_*``."""
-        self._evaluating_teacher_too = self.teacher_model is not None and self.args.should_evaluate_teacher
+        self._evaluating_teacher_too = self.strategy.teacher_model is not None and self.args.should_evaluate_teacher
         try:
             return super().evaluate(eval_dataset, ignore_keys, metric_key_prefix)
         finally:
@@ -51,10 +53,9 @@ class TeacherEvaluationMixin:
     @contextmanager
     def _teacher_as_model(self):
         saved = self.model, self.model_wrapped
-        was_training = self.teacher_model.training
-        self.model, self.model_wrapped = self.teacher_model, self._teacher_wrapped
+        self.model, self.model_wrapped = self.strategy.teacher_model, self.strategy.wrapped_teacher
         try:
-            yield
+            with eval_mode(self.strategy.teacher_model):  # the loop leaves it in eval mode: restore its mode after
+                yield
         finally:
             self.model, self.model_wrapped = saved
-            self.teacher_model.train(was_training)

@@ -3,7 +3,7 @@
 Used by the example scripts (and meant for any script built like them):
 
 - `resolve_resume_checkpoint` turns ``--resume_from_checkpoint`` (a path, ``true`` or ``last``) into a folder
-  (``true``/``last``: the last *complete* checkpoint, see `safe_checkpoints`);
+  (``true``/``last``: the last *complete* checkpoint, see `hf_prokt.robustness.crash_safe_checkpoints`);
 - `check_output_dir` refuses to train into a folder that already holds a run, unless the user asked to
   overwrite it or to resume from it;
 - `clear_previous_run` removes what the new run will replace (called once every check has passed);
@@ -19,7 +19,7 @@ import shutil
 
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
-from . import safe_checkpoints
+from ..robustness import crash_safe_checkpoints
 
 LAST_CHECKPOINT_VALUES = ("true", "last")
 _NO_RESUME_VALUES = ("", "false", "none", "no")
@@ -33,13 +33,7 @@ RUN_FILES = (
     "preprocessor_config.json", "predictions.txt", "predict_results.json",
 )
 RUN_PATTERNS = (f"{PREFIX_CHECKPOINT_DIR}-*", "predict_results_*.txt", "model-*-of-*.safetensors",
-                "pytorch_model-*-of-*.bin", "runs", f"{safe_checkpoints.STAGING_PREFIX}*")
-
-
-def last_checkpoint(output_dir: str) -> str | None:
-    """The checkpoint to resume from in ``output_dir``: the *complete* ``checkpoint-<step>`` with the highest
-    step (`safe_checkpoints.last_complete_checkpoint`; newer incomplete ones are logged and skipped), or None."""
-    return safe_checkpoints.last_complete_checkpoint(output_dir)
+                "pytorch_model-*-of-*.bin", "runs", f"{crash_safe_checkpoints.STAGING_PREFIX}*")
 
 
 def resolve_resume_checkpoint(value: str | bool | None, output_dir: str) -> str | None:
@@ -59,9 +53,9 @@ def resolve_resume_checkpoint(value: str | bool | None, output_dir: str) -> str 
     if text.lower() in _NO_RESUME_VALUES:
         return None
     if value is True or text.lower() in LAST_CHECKPOINT_VALUES:
-        found = last_checkpoint(output_dir)
-        if found is None and safe_checkpoints.checkpoint_folders(output_dir):
-            return safe_checkpoints.resolve_last_complete(output_dir)  # raises, naming why each is incomplete
+        found = crash_safe_checkpoints.last_complete_checkpoint(output_dir)
+        if found is None and crash_safe_checkpoints.checkpoint_folders(output_dir):
+            return crash_safe_checkpoints.resolve_last_complete(output_dir)  # raises, naming why each is incomplete
         if found is None:
             raise ValueError(
                 f"--resume_from_checkpoint {text}: no {PREFIX_CHECKPOINT_DIR}-* folder in {output_dir}. Checkpoints "
@@ -104,7 +98,7 @@ def check_output_dir(output_dir: str, overwrite_output_dir: bool, resume_from_ch
         return
     names = ", ".join(os.path.basename(path) for path in found[:5]) + (", ..." if len(found) > 5 else "")
     resume = (" or --resume_from_checkpoint last to continue from its last checkpoint"
-              if last_checkpoint(output_dir) else "")
+              if crash_safe_checkpoints.last_complete_checkpoint(output_dir) else "")
     raise ValueError(
         f"--output_dir {output_dir} already holds a training run ({names}). Pass another --output_dir, "
         f"--overwrite_output_dir to replace it{resume}."

@@ -16,19 +16,32 @@ from __future__ import annotations
 import json
 import logging
 import os
-import re
 import shutil
+
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, sort_checkpoints
 
 logger = logging.getLogger(__name__)
 
 COMPLETE_MARKER = "checkpoint_complete.json"
 STAGING_PREFIX = ".partial-"
-_CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
+
+
+def checkpoint_name(step: int) -> str:
+    """``checkpoint-<step>``, the `Trainer`'s name for the checkpoint of optimizer step ``step``."""
+    return f"{PREFIX_CHECKPOINT_DIR}-{step}"
+
+
+def _step_of(folder: str) -> int | None:
+    """N for a folder named exactly ``checkpoint-N``, else None."""
+    name = os.path.basename(os.path.normpath(folder))
+    prefix = f"{PREFIX_CHECKPOINT_DIR}-"
+    number = name[len(prefix):]
+    return int(number) if name.startswith(prefix) and number.isdigit() else None
 
 
 def staging_root(run_dir: str, step: int) -> str:
     """The hidden folder a checkpoint of ``step`` is written into before its rename."""
-    return os.path.join(run_dir, f"{STAGING_PREFIX}checkpoint-{step}")
+    return os.path.join(run_dir, STAGING_PREFIX + checkpoint_name(step))
 
 
 def write_completeness_marker(folder: str, step: int) -> None:
@@ -48,7 +61,7 @@ def write_completeness_marker(folder: str, step: int) -> None:
 
 def why_incomplete(folder: str) -> str | None:
     """None for a complete checkpoint folder, else the reason it is not one."""
-    match = _CHECKPOINT.match(os.path.basename(os.path.normpath(folder)))
+    named_step = _step_of(folder)
     marker = os.path.join(folder, COMPLETE_MARKER)
     if not os.path.isfile(marker):
         return f"no {COMPLETE_MARKER} (its save was interrupted, or it was written by another tool)"
@@ -58,7 +71,7 @@ def why_incomplete(folder: str) -> str | None:
         step, files = int(record["global_step"]), dict(record["files"])
     except (OSError, ValueError, KeyError, TypeError) as error:
         return f"unreadable {COMPLETE_MARKER} ({error})"
-    if match is not None and int(match.group(1)) != step:
+    if named_step is not None and named_step != step:
         return f"its marker is for step {step}"
     for name, size in files.items():
         path = os.path.join(folder, name)
@@ -70,12 +83,11 @@ def why_incomplete(folder: str) -> str | None:
 
 
 def checkpoint_folders(run_dir: str) -> list[str]:
-    """The ``checkpoint-N`` folders of ``run_dir``, by increasing N."""
+    """The ``checkpoint-N`` folders of ``run_dir``, by increasing N (`transformers.trainer_utils.sort_checkpoints`,
+    less the folders whose name only starts like one, e.g. ``checkpoint-5.bak``)."""
     if not os.path.isdir(run_dir):
         return []
-    found = [(int(m.group(1)), name) for name in os.listdir(run_dir)
-             if (m := _CHECKPOINT.match(name)) and os.path.isdir(os.path.join(run_dir, name))]
-    return [os.path.join(run_dir, name) for _, name in sorted(found)]
+    return [folder for folder in sort_checkpoints(run_dir) if _step_of(folder) is not None]
 
 
 def last_complete_checkpoint(run_dir: str, log_skipped: bool = True) -> str | None:
@@ -125,15 +137,13 @@ def publish(staged: str, final: str) -> None:
         shutil.rmtree(aside, ignore_errors=True)
 
 
-def remove_stale_staging(run_dir: str, keep: str | None = None) -> None:
+def remove_stale_staging(run_dir: str) -> None:
     """Delete staging folders left by interrupted saves (they never hold a usable checkpoint)."""
     if not os.path.isdir(run_dir):
         return
     for name in os.listdir(run_dir):
-        path = os.path.join(run_dir, name)
-        if name.startswith(STAGING_PREFIX + "checkpoint-") or name.startswith(STAGING_PREFIX + "replaced-"):
-            if keep is None or os.path.abspath(path) != os.path.abspath(keep):
-                shutil.rmtree(path, ignore_errors=True)
+        if name.startswith((f"{STAGING_PREFIX}{PREFIX_CHECKPOINT_DIR}-", f"{STAGING_PREFIX}replaced-")):
+            shutil.rmtree(os.path.join(run_dir, name), ignore_errors=True)
 
 
 def rotate(run_dir: str, save_total_limit: int | None, best_model_checkpoint: str | None) -> list[str]:

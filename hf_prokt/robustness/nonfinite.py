@@ -70,3 +70,46 @@ class NonFiniteGuard:
                     f"{total / self.num_processes}{where}. The {stepping}'s optimizer has not stepped on it. "
                     f"{advice(model)}"
                 )
+
+
+class NonFiniteGuards(dict):
+    """One `NonFiniteGuard` per optimizer, ``"student"`` and ``"teacher"``: what each model's step depends on.
+
+    Args:
+        reduce_sum, num_processes: as for `NonFiniteGuard`.
+        next_step: the number of the optimizer step about to be taken (for the message).
+        loss_scaling: whether fp16 loss scaling is on (its `GradScaler` owns infinite gradients: not checked then).
+        advice: ``advice(model_name) -> str``, the likely fixes and the checkpoint to resume from.
+    """
+
+    def __init__(self, reduce_sum: Callable[[torch.Tensor], torch.Tensor], num_processes: int,
+                 next_step: Callable[[], int], loss_scaling: Callable[[], bool], advice: Callable[[str], str]):
+        super().__init__(student=NonFiniteGuard(reduce_sum, num_processes),
+                         teacher=NonFiniteGuard(reduce_sum, num_processes))
+        self._next_step, self._loss_scaling, self._advice = next_step, loss_scaling, advice
+
+    def check(self, stepping: str, grad_norm) -> None:
+        """`NonFiniteGuard.check` of the ``stepping`` model's guard, right before its optimizer steps."""
+        if self._loss_scaling():
+            grad_norm = None
+        self[stepping].check(self._next_step(), stepping, grad_norm, self._advice)
+
+
+def nonfinite_advice(args, model_name: str, last_checkpoint: str | None) -> str:
+    """The likely fixes of a non-finite value in ``model_name``'s step under the training arguments ``args``, and
+    where to resume from (``last_checkpoint``: the last complete checkpoint, or None)."""
+    resume = (f"The last complete checkpoint is {last_checkpoint}: resume from it (resume_from_checkpoint="
+              f"{last_checkpoint!r}, or True) once the cause is fixed." if last_checkpoint else
+              f"No complete checkpoint exists in {args.output_dir} yet: start again once the cause is fixed.")
+    rate = ("teacher_learning_rate", args.teacher_learning_rate) if model_name == "teacher" else \
+        ("learning_rate", args.learning_rate)
+    fixes = [f"a lower {rate[0]} (now {rate[1]:g})"]
+    if not args.max_grad_norm:
+        fixes.append("gradient clipping (max_grad_norm=1.0; it is off)")
+    if args.fp16:
+        fixes.append("bf16=True instead of fp16 (fp16 overflows above 65504)")
+    if args.warmup_steps == 0 and not getattr(args, "warmup_ratio", 0):
+        fixes.append("a warm-up (warmup_steps)")
+    fixes.append("checking the data (labels out of range, empty inputs) at this step")
+    return (f"Likely fixes: {'; '.join(fixes)}. {resume} Nothing was saved after this step. "
+            "To train on regardless, as the Trainer does, set stop_on_nonfinite=False.")

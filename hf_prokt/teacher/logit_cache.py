@@ -8,12 +8,14 @@ it aligned with its examples.
 
 Per example the column holds the teacher's logits in float32: ``[C]`` for a sequence or image classifier
 (``[1]`` for a regressor), ``[L, C]`` for a token classifier, ``L`` being the example's own length.
+
+Training from the column: `TeacherLogitsCollator` batches it beside the inputs, and `check_cached_logits_shape`
+compares it with the student's logits before any step (`hf_prokt.strategies.kd` decides when it is used).
 """
 
 from __future__ import annotations
 
 import hashlib
-import inspect
 import json
 import logging
 import os
@@ -28,9 +30,11 @@ from torch.utils.data import DataLoader
 from transformers import DataCollatorWithPadding, PreTrainedTokenizerBase, default_data_collator
 from transformers.utils.logging import tqdm
 
+from ..eval_mode import eval_mode
+from ..model_kinds import TEACHER_LOGITS, ForwardInputs
+
 logger = logging.getLogger(__name__)
 
-TEACHER_LOGITS = "teacher_logits"
 FINGERPRINT_NAME = "teacher_cache_fingerprint.json"
 _LABEL_KEYS = ("labels", "label", "label_ids")
 _LENGTH_KEYS = ("input_ids", "attention_mask", "inputs_embeds")
@@ -96,11 +100,10 @@ def cache_teacher_logits(
         data_collator = (DataCollatorWithPadding(processing_class)
                          if isinstance(processing_class, PreTrainedTokenizerBase) else default_data_collator)
     padding_side = getattr(getattr(data_collator, "tokenizer", None), "padding_side", "right")
-    accepted = _accepted_inputs(teacher)
+    accepted = ForwardInputs(teacher)
 
     def collate(examples):
-        inputs = [{k: v for k, v in example.items()
-                   if k not in _LABEL_KEYS and (accepted is None or k in accepted)} for example in examples]
+        inputs = [accepted.named({k: v for k, v in example.items() if k not in _LABEL_KEYS}) for example in examples]
         return _collate(data_collator, inputs), [_length(example) for example in inputs]
 
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, collate_fn=collate, num_workers=num_workers)
@@ -108,22 +111,19 @@ def cache_teacher_logits(
     first_parameter = next(teacher.parameters(), None)
     home = first_parameter.device if first_parameter is not None else None
     device = home if dispatched or home is None else PartialState().device
-    was_training = teacher.training
     autocast = (torch.autocast(device.type, dtype=_PRECISIONS[precision]) if precision and device is not None
                 else nullcontext())
     logits_per_example: list[np.ndarray] = []
     try:
         if not dispatched and home is not None:
             teacher.to(device)
-        teacher.eval()
-        with torch.no_grad():
+        with eval_mode(teacher), torch.no_grad():
             for batch, lengths in tqdm(loader, desc="Teacher logits", disable=disable_tqdm):
                 batch = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
                 with autocast:
                     logits = teacher(**batch).logits
                 logits_per_example += _split(logits.float().cpu().numpy(), lengths, padding_side)
     finally:
-        teacher.train(was_training)
         if not dispatched and home is not None:
             teacher.to(home)
     feature = datasets.Value("float32")
@@ -249,9 +249,58 @@ def _split(logits: np.ndarray, lengths: list[int | None], padding_side: str) -> 
     return examples
 
 
-def _accepted_inputs(model: nn.Module) -> set[str] | None:
-    """The named keyword arguments of ``model.forward`` (as `Trainer`'s ``remove_unused_columns`` keeps them),
-    or None when it names none and takes everything through ``**kwargs``."""
-    parameters = inspect.signature(model.forward).parameters.values()
-    named = {p.name for p in parameters if p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)}
-    return named or None
+def check_cached_logits_shape(student_logits: torch.Tensor, cached_logits: torch.Tensor,
+                              column: str = TEACHER_LOGITS) -> None:
+    """Refuse a cache whose batched logits (``[B, C]`` or ``[B, L, C]``) do not match the student's."""
+    if student_logits.shape != cached_logits.shape:
+        raise ValueError(
+            f"on the same training batch the student returns logits of shape {list(student_logits.shape)} and the "
+            f"cached {column!r} have shape {list(cached_logits.shape)}: the cache was made by a teacher with "
+            "other outputs (another number of labels, or per-token against per-sequence). Recompute it with "
+            "cache_teacher_logits from a teacher with the student's labels."
+        )
+
+
+class TeacherLogitsCollator:
+    """Wraps a data collator so that batches carry the cached ``teacher_logits`` beside the inputs.
+
+    The wrapped collator batches everything else; the logits become ``[B, C]``, or for per-token logits
+    ``[B, L, C]`` with zeros at the padded positions, ``L`` being the batch's sequence length (of its
+    ``input_ids``, ``attention_mask`` or ``labels``) and the padding on the side the collator's tokenizer pads.
+    Batches without the column pass through unchanged.
+    """
+
+    def __init__(self, data_collator, column: str = TEACHER_LOGITS):
+        self.data_collator = data_collator
+        self.column = column
+
+    def __call__(self, features: list[dict]) -> dict:
+        if not features or self.column not in features[0]:
+            return self.data_collator(features)
+        logits = [torch.as_tensor(f[self.column], dtype=torch.float32) for f in features]
+        batch = self.data_collator([{k: v for k, v in f.items() if k != self.column} for f in features])
+        shapes = {tuple(x.shape[1:]) if x.dim() > 1 else tuple(x.shape) for x in logits}
+        if len(shapes) > 1:
+            raise ValueError(f"the cached {self.column} of one batch have different shapes {sorted(shapes)}: they "
+                             "were not made by one teacher. Recompute the cache with cache_teacher_logits.")
+        if logits[0].dim() <= 1:
+            batch[self.column] = torch.stack(logits)
+            return batch
+        length = max(x.shape[0] for x in logits)
+        for key in ("input_ids", "attention_mask", "labels"):
+            value = batch.get(key)
+            if isinstance(value, torch.Tensor) and value.dim() > 1:
+                length = value.shape[1]
+                break
+        side = getattr(getattr(self.data_collator, "tokenizer", None), "padding_side", "right")
+        padded = logits[0].new_zeros((len(logits), length, *logits[0].shape[1:]))
+        for row, values in zip(padded, logits):
+            if values.shape[0] > length:
+                raise ValueError(f"cached {self.column} for {values.shape[0]} positions, but the batch has "
+                                 f"{length}: the cache was made from longer inputs. Recompute it from this data.")
+            if side == "right":
+                row[:values.shape[0]] = values
+            else:
+                row[length - values.shape[0]:] = values
+        batch[self.column] = padded
+        return batch

@@ -11,19 +11,24 @@ every script:
 - `TeacherStudentArguments`: the teacher and the student of a text script, the student either a checkpoint
   or built from a teacher's (or another checkpoint's) layers; `build_teacher_and_student` reads them;
 - `CompressionArguments`: ``--measure_compression`` and its settings;
-- `RunOutputArguments`: ``--overwrite_output_dir`` and ``--plot``.
+- `RunOutputArguments`: ``--overwrite_output_dir`` and ``--plot``;
+- `parse_config_and_flags`: a JSON config whose values flags on the command line override.
 
 A script built like the examples can import them the same way.
 """
 
 from __future__ import annotations
 
+import argparse
+import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from torch import nn
 
-from .students import student_from_teacher
+from ..compression import record_compression
+from ..strategies import strategy_class
+from ..students import student_from_teacher
 
 
 @dataclass
@@ -83,6 +88,15 @@ class CompressionArguments:
     )
 
 
+def measure_text_compression(trainer, teacher: nn.Module, dataset, data_collator, args: CompressionArguments) -> dict:
+    """`hf_prokt.compression.record_compression` of ``trainer``'s student against ``teacher`` on a batch of the
+    tokenized ``dataset`` (its ``input_ids``, ``attention_mask``, ``token_type_ids``), on the training device."""
+    inputs = [name for name in ("input_ids", "attention_mask", "token_type_ids") if name in dataset.column_names]
+    rows = dataset.select_columns(inputs).select(range(min(len(dataset), max(args.compression_batch_sizes))))
+    return record_compression(trainer, teacher, data_collator([rows[i] for i in range(len(rows))]),
+                              args.compression_batch_sizes, args.compression_repeats)
+
+
 @dataclass
 class RunOutputArguments:
     overwrite_output_dir: bool = field(
@@ -105,7 +119,7 @@ def loads_teacher(args: TeacherStudentArguments, strategy: str, also_teacher: bo
     if not args.teacher_model_name_or_path:
         return False
     builds_from_teacher = bool(args.student_num_layers) and not args.student_init_from
-    return strategy != "finetune" or also_teacher or builds_from_teacher
+    return strategy_class(strategy).needs_teacher or also_teacher or builds_from_teacher
 
 
 def build_teacher_and_student(
@@ -129,7 +143,7 @@ def build_teacher_and_student(
         ValueError: before anything is loaded, for a combination of flags that names no student, or no teacher
             where one is needed.
     """
-    needs_teacher = strategy != "finetune"
+    needs_teacher = strategy_class(strategy).needs_teacher
     returns_teacher = needs_teacher or also_teacher
     init_from, num_layers = args.student_init_from, args.student_num_layers
     teacher_path = args.teacher_model_name_or_path
@@ -152,3 +166,19 @@ def build_teacher_and_student(
     else:
         student = load(args.model_name_or_path)
     return (teacher if returns_teacher else None), student
+
+
+def parse_config_and_flags(parser, argv: list[str]) -> tuple:
+    """Parse command-line flags into an ``HfArgumentParser``'s dataclasses, or a JSON config followed by flags
+    that override it (``run.py configs/prokt.json --output_dir runs/x``).
+
+    The file's values stand where no flag is given (``null`` meaning the field's default); the merged values
+    become the dataclasses through ``HfArgumentParser.parse_dict``, which refuses a key no dataclass has.
+    """
+    if not argv or not argv[0].endswith(".json"):
+        return parser.parse_args_into_dataclasses(argv)
+    with open(argv[0]) as f:
+        config = {key: value for key, value in json.load(f).items() if value is not None}
+    # argparse keeps what a given namespace already holds and sets only the flags it parses over it.
+    merged = parser.parse_args(list(argv[1:]), namespace=argparse.Namespace(**config))
+    return parser.parse_dict(vars(merged))

@@ -1,0 +1,21 @@
+"""The kinds of models the trainer distils, each in its own file; `model_kind_of` finds a model's kind.
+
+Adding a kind: a file here with a `ModelKind` subclass (or instance) registered with `register_model_kind`, and
+one import line below (docs/index.md, "Adding a model kind").
+"""
+
+from . import classification, token_classification  # noqa: F401  (registers the kinds)
+from .base import (
+    OUTPUT_SHAPE,
+    TEACHER_LOGITS,
+    ForwardInputs,
+    ModelKind,
+    base_model,
+    model_config,
+    model_kind_of,
+    register_model_kind,
+    registered_kinds,
+)
+
+__all__ = ["OUTPUT_SHAPE", "TEACHER_LOGITS", "ForwardInputs", "ModelKind", "base_model", "model_config",
+           "model_kind_of", "register_model_kind", "registered_kinds"]

@@ -1,0 +1,144 @@
+"""What a kind of model is, for distillation: how its outputs are read and what its inputs are.
+
+A `ModelKind` is the one place that knows, for one family of task heads (`AutoModelForSequenceClassification`,
+`AutoModelForTokenClassification`, ...):
+
+- which tensor of the model's outputs holds the predictions the losses compare (`predictions`), and which labels
+  and positions line up with them (`labels`, `position_mask_source`);
+- which inputs both models get from a training batch (`model_inputs`);
+- how to name it to a user (`auto_class`, `predicts`) and to the Hub (`card_task`).
+
+Kinds are found from the model itself (`model_kind_of`): its class name, through a PEFT wrapper. A model of no
+known kind (a plain `nn.Module`) is read by the shape of its logits (`OUTPUT_SHAPE`). Nothing here knows the
+trainer or the strategies.
+"""
+
+from __future__ import annotations
+
+import inspect
+import re
+from collections.abc import Iterable
+
+import torch
+from accelerate.utils import is_peft_model
+from torch import nn
+
+TEACHER_LOGITS = "teacher_logits"
+"""The column of a training set with cached teacher logits (`hf_prokt.cache_teacher_logits`): batched beside the
+inputs, never given to a model."""
+_NOT_MODEL_INPUTS = ("labels", TEACHER_LOGITS)
+
+
+class ModelKind:
+    """One kind of task model. Subclasses override what differs; the defaults read ``outputs.logits`` as they are,
+    aligned one to one with ``batch["labels"]``.
+
+    Attributes:
+        name: e.g. ``"sequence classification"``.
+        class_suffixes: model class names of this kind end with one of these (``"ForSequenceClassification"``).
+        auto_class: the ``AutoModelFor*`` class that loads this kind, for messages.
+        predicts: what one output row is, for messages (``"one prediction per sequence"``).
+        card_task: the Hub task of a model card (``"text-classification"``), or None.
+    """
+
+    name = "model of unknown kind"
+    class_suffixes: tuple[str, ...] = ()
+    auto_class: str | None = None
+    predicts: str | None = None
+    card_task: str | None = None
+
+    def __init__(self, class_suffix: str | None = None, predicts: str | None = None, card_task: str | None = None):
+        """A kind of the models whose class name ends with ``class_suffix`` (``"ForTokenClassification"``): its
+        ``auto_class`` is ``AutoModel<suffix>`` and its name the suffix in words (``"token classification"``)."""
+        if class_suffix is not None:
+            self.class_suffixes, self.auto_class = (class_suffix,), f"AutoModel{class_suffix}"
+            self.name = re.sub(r"(?<!^)(?=[A-Z])", " ", class_suffix.removeprefix("For")).lower()
+        self.predicts = predicts or self.predicts
+        self.card_task = card_task or self.card_task
+
+    def matches(self, model: nn.Module) -> bool:
+        return type(base_model(model)).__name__.endswith(self.class_suffixes) if self.class_suffixes else False
+
+    def predictions(self, outputs) -> torch.Tensor:
+        """The logits the losses compare: ``[B, C]`` (one prediction per example) or ``[B, L, C]`` (per position),
+        aligned with `labels`."""
+        return outputs.logits
+
+    def labels(self, batch: dict) -> torch.Tensor | None:
+        """The labels aligned with `predictions` (``[B]`` or ``[B, L]``, -100 where no loss applies), or None."""
+        return batch.get("labels")
+
+    def position_mask_source(self, batch: dict) -> torch.Tensor | None:
+        """``[B, L]``: the real positions of per-position predictions, which a loss averages over when the batch has
+        no labels (the ``attention_mask``, aligned with `predictions`); None when the batch has none."""
+        return batch.get("attention_mask")
+
+    def model_inputs(self, batch: dict) -> dict:
+        """What both models' forwards receive: the batch without labels and cached teacher logits."""
+        return {k: v for k, v in batch.items() if k not in _NOT_MODEL_INPUTS}
+
+    def __repr__(self) -> str:
+        return f"<model kind: {self.name}>"
+
+
+OUTPUT_SHAPE = ModelKind()
+"""The kind of a model no registered kind matches (a plain `nn.Module`): its logits are read as they are, one
+prediction per example for ``[B, C]`` and per position for ``[B, L, C]`` (`hf_prokt.losses.logits`)."""
+
+_KINDS: list[ModelKind] = []
+
+
+def register_model_kind(kind: ModelKind) -> ModelKind:
+    """Add a kind to those `model_kind_of` tries, in registration order (a kind registered later may not shadow
+    one registered before: their class suffixes must not overlap)."""
+    _KINDS.append(kind)
+    return kind
+
+
+def registered_kinds() -> Iterable[ModelKind]:
+    return tuple(_KINDS)
+
+
+def model_kind_of(model: nn.Module | None) -> ModelKind:
+    """The registered kind that ``model`` (through a PEFT wrapper) is, or `OUTPUT_SHAPE`."""
+    if model is None:
+        return OUTPUT_SHAPE
+    for kind in _KINDS:
+        if kind.matches(model):
+            return kind
+    return OUTPUT_SHAPE
+
+
+def base_model(model: nn.Module) -> nn.Module:
+    """The model inside a PEFT wrapper (the model itself otherwise)."""
+    return model.get_base_model() if is_peft_model(model) else model
+
+
+def model_config(model: nn.Module | None):
+    """The model's `PretrainedConfig` (through a PEFT wrapper too), or None for plain modules."""
+    if model is None:
+        return None
+    return getattr(model, "config", None) or getattr(base_model(model), "config", None)
+
+
+class ForwardInputs:
+    """The keyword arguments ``model.forward`` names, and whether it takes any other (``**kwargs``).
+
+    Two readers differ on purpose: a training batch was already reduced to the student's inputs by the `Trainer`,
+    and a model that takes ``**kwargs`` gets all of it (``for_batch``); a raw dataset row (text, ids, labels) is
+    reduced to the named inputs alone (``named``), as the `Trainer`'s ``remove_unused_columns`` does.
+    """
+
+    def __init__(self, model: nn.Module):
+        forward = getattr(model, "forward", None)
+        parameters = inspect.signature(forward).parameters.values() if forward is not None else ()
+        self.names = {p.name for p in parameters if p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)}
+        self.takes_any = forward is None or any(p.kind is p.VAR_KEYWORD for p in parameters)
+
+    def for_batch(self, batch: dict) -> dict:
+        """The batch's entries this forward accepts: all of them when it takes ``**kwargs``."""
+        return dict(batch) if self.takes_any else {k: v for k, v in batch.items() if k in self.names}
+
+    def named(self, batch: dict) -> dict:
+        """The batch's entries this forward names (all of them when it names none)."""
+        return {k: v for k, v in batch.items() if k in self.names} if self.names else dict(batch)

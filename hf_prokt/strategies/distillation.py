@@ -1,0 +1,278 @@
+"""What every recipe with a teacher shares: the teacher's placement and calls, the pair's checks, the learned
+projections of the intermediate terms, and the student's step (step 4 of docs/method.md):
+
+``L_S = alpha * T^2 * KL(p_T' || p_S) + (1 - alpha) * task(z_S, y)`` (+ intermediate terms),
+
+where ``p_T'`` is what `target` returns for the micro-batch: the frozen teacher's prediction (`kd`) or the teacher
+after its constrained step (`prokt`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from ..eval_mode import eval_mode
+from ..losses import IntermediateDistiller, student_loss
+from ..model_kinds import ForwardInputs, model_config, model_kind_of
+from ..pair_checks import check_distillation_pair, probe_pair
+from ..teacher import persistence
+from .base import Strategy
+
+NO_DEEPSPEED_TEACHER = (
+    "ProKTTrainer does not run a teacher under DeepSpeed: its engine drives one model and one optimizer. Use FSDP2 "
+    "(fsdp='full_shard' with fsdp_config={'version': 2}, or an accelerate FSDP config with fsdp_version: 2) or DDP; "
+    "or strategy='finetune'."
+)
+NEEDS_LABELS = (
+    "the training data has no labels: ProKT trains the teacher on them, and distill_alpha < 1 (or a ramp "
+    "distill_alpha_warmup_steps) trains the student on them. Add a 'label' or 'labels' column, or use strategy='kd' "
+    "with distill_alpha=1.0 and no ramp for unlabelled data."
+)
+_LABEL_COLUMNS = {"label", "labels", "label_ids"}
+
+
+@dataclass
+class Target:
+    """What the student learns from: detached teacher outputs. ``logits: [B, C]`` (``[B, L, C]`` per position), as
+    the model kind reads them; ``hidden_states`` and ``attentions`` as the model returns them (or None)."""
+
+    logits: torch.Tensor
+    hidden_states: tuple | None = None
+    attentions: tuple | None = None
+
+    @classmethod
+    def detached(cls, outputs, predictions: torch.Tensor) -> Target:
+        def detach(features):
+            return None if features is None else tuple(f.detach() for f in features)
+
+        return cls(predictions.detach(), detach(getattr(outputs, "hidden_states", None)),
+                   detach(getattr(outputs, "attentions", None)))
+
+
+class Distillation(Strategy):
+    """The base of `kd` and `prokt`: a student that learns from `target`, which each subclass defines."""
+
+    needs_teacher = True
+    distils = True
+    tags = ("knowledge-distillation",)
+
+    @classmethod
+    def check_trainer_kwargs(cls, args, trainer_kwargs: dict) -> None:
+        if trainer_kwargs.get("compute_loss_func") is not None:
+            raise ValueError(
+                f"compute_loss_func would replace the distillation loss of strategy={cls.name!r}. Remove "
+                "it (the student loss is set by distill_alpha and distill_temperature), or use 'finetune'."
+            )
+        if args.deepspeed:
+            raise ValueError(NO_DEEPSPEED_TEACHER)
+
+    def __init__(self, args, student, teacher, trainer_kwargs):
+        super().__init__(args, student, teacher, trainer_kwargs)
+        self.uses_cached_teacher_logits = self.learns_from_cache(trainer_kwargs.get("train_dataset"), teacher)
+        self._student_given = student is not None
+        if student is not None or trainer_kwargs.get("model_init") is None:
+            self.check_pair(student, teacher)
+        self._check_has_labels(trainer_kwargs.get("train_dataset"))
+        self.teacher_model = self.wrapped_teacher = teacher
+        self._teacher_prepared = self._distiller_prepared = False
+        self.guards = None
+
+    def learns_from_cache(self, train_dataset, teacher: nn.Module | None) -> bool:
+        """Whether the student learns from the training set's cached teacher logits instead of a live teacher;
+        raises where a cache would be the wrong target."""
+        return False
+
+    def check_pair(self, student: nn.Module | None, teacher: nn.Module | None) -> None:
+        if teacher is None and not self.uses_cached_teacher_logits:
+            raise ValueError(
+                f"strategy={self.name!r} needs a teacher: pass teacher_model=<a model with the student's labels>, "
+                "or use strategy='finetune' to train the student on labels alone."
+            )
+        check_distillation_pair(student, teacher)
+
+    def needs_labels(self) -> bool:
+        """Whether the recipe learns from labels (the student with ``distill_alpha < 1`` or a ramp of alpha)."""
+        return self.args.distill_alpha < 1 or bool(self.args.distill_alpha_warmup_steps)
+
+    def _check_has_labels(self, dataset) -> None:
+        columns = getattr(dataset, "column_names", None)
+        if self.needs_labels() and isinstance(columns, list) and not _LABEL_COLUMNS & set(columns):
+            raise ValueError(NEEDS_LABELS)
+
+    # ------------------------------------------------------------------ set-up
+
+    def attach(self, trainer) -> None:
+        super().attach(trainer)
+        args, teacher = self.args, self.teacher_model
+        if not self._student_given:  # built by model_init: check the pair it gives
+            self.check_pair(trainer.model, teacher)
+        self.kind = model_kind_of(trainer.model)
+        self.guards = trainer._guards
+        if teacher is not None:
+            self._check_sharding(trainer)
+            self._teacher_inputs = ForwardInputs(teacher)
+            if args.teacher_dtype is not None:
+                teacher.to(getattr(torch, args.teacher_dtype))
+            if trainer.place_model_on_device:
+                teacher.to(args.device)
+            teacher.train(self.trains_teacher)
+        if teacher is not None and trainer.train_dataset is not None:
+            student_outputs, teacher_outputs = self._probe_pair()
+            if args.uses_intermediate_terms:
+                self.intermediate_distiller = self._build_intermediate_distiller(student_outputs, teacher_outputs)
+        elif args.uses_intermediate_terms:
+            raise ValueError(
+                "the intermediate distillation terms need the train_dataset when the trainer is built (their "
+                "projections are sized from one example batch). Pass train_dataset=... to ProKTTrainer."
+            )
+        self._wrapped_distiller = self.intermediate_distiller
+
+    def _check_sharding(self, trainer) -> None:
+        """With a teacher: FSDP1 is refused; FSDP2 runs without the intermediate terms."""
+        if not trainer.is_fsdp_enabled:
+            return
+        if not getattr(trainer.accelerator, "is_fsdp2", False):
+            raise ValueError(
+                "ProKTTrainer runs a teacher under FSDP2 only, and this is FSDP1. Set fsdp_config={'version': 2} "
+                "(or fsdp_version: 2 in the accelerate config), or use DDP."
+            )
+        if self.args.uses_intermediate_terms:
+            raise ValueError(
+                "the intermediate distillation terms (hidden/embedding/attention_distill_weight) are not supported "
+                "under FSDP yet: their projections would need sharding of their own. Use logit distillation alone "
+                "under FSDP, or DDP for the intermediate terms."
+            )
+
+    def _probe_pair(self) -> tuple:
+        """Both models' outputs on two training examples (`pair_checks.probe_pair`): a pair that cannot read the
+        same batch fails here, before anything is trained or written."""
+        trainer = self.trainer
+        return probe_pair(
+            trainer.model, self.teacher_model, trainer.example_batch(),
+            run_student=lambda batch, flags: trainer.model(**self.kind.model_inputs(batch), **flags),
+            run_teacher=lambda batch, flags: self.run_teacher(self.teacher_model, batch, flags),
+            output_flags=self.output_flags(), autocast=trainer.accelerator.autocast,
+        )
+
+    def _build_intermediate_distiller(self, student_outputs, teacher_outputs) -> IntermediateDistiller:
+        """Size the learned projections from one pair of example outputs."""
+        args = self.args
+        distiller = IntermediateDistiller(
+            student_outputs, teacher_outputs, args.layer_map, hidden_weight=args.hidden_distill_weight,
+            embedding_weight=args.embedding_distill_weight, attention_weight=args.attention_distill_weight,
+            student_config=model_config(self.trainer.model), teacher_config=model_config(self.teacher_model),
+        )
+        return distiller.to(args.device)
+
+    def prepare_for_training(self, num_training_steps: int) -> None:
+        if self.intermediate_distiller is not None and not self._distiller_prepared:
+            self._wrapped_distiller = self.trainer.accelerator.prepare_model(self.intermediate_distiller)
+            self._distiller_prepared = True
+
+    # ------------------------------------------------------------------ the teacher's outputs
+
+    def output_flags(self) -> dict:
+        """Ask the models for hidden states / attentions only when a term needs them."""
+        args, flags = self.args, {}
+        if args.hidden_distill_weight > 0 or args.embedding_distill_weight > 0:
+            flags["output_hidden_states"] = True
+        if args.attention_distill_weight > 0:
+            flags["output_attentions"] = True
+        return flags
+
+    def run_teacher(self, teacher: nn.Module, inputs: dict, flags: dict):
+        """``teacher`` (wrapped or not) on the batch's model inputs that its forward accepts."""
+        model_inputs = self._teacher_inputs.for_batch(self.kind.model_inputs(inputs))
+        if self.args.teacher_dtype is not None:  # e.g. float32 pixel_values into a bfloat16 teacher
+            dtype = getattr(torch, self.args.teacher_dtype)
+            model_inputs = {k: v.to(dtype) if isinstance(v, torch.Tensor) and v.is_floating_point() else v
+                            for k, v in model_inputs.items()}
+        return teacher(**model_inputs, **flags)
+
+    @torch.no_grad()
+    def teacher_prediction(self, inputs: dict) -> Target:
+        """The teacher's outputs in eval mode, without a graph (KD's target, ProKT's step 3)."""
+        with eval_mode(self.wrapped_teacher):
+            outputs = self.run_teacher(self.wrapped_teacher, inputs, self.output_flags())
+        return Target.detached(outputs, self.kind.predictions(outputs))
+
+    # ------------------------------------------------------------------ the student's step
+
+    def student_forward_first(self) -> bool:
+        """Whether the student's training forward must run before `target` (which then receives it)."""
+        return False
+
+    def target(self, model: nn.Module, inputs: dict, student_outputs) -> Target:
+        """The detached teacher outputs the student learns from on this micro-batch."""
+        raise NotImplementedError
+
+    def compute_loss(self, model: nn.Module, inputs: dict):
+        """Step 4: ``(loss, student_outputs)``, the student's forward with a graph."""
+        args, kind = self.args, self.kind
+        labels = kind.labels(inputs)
+        if self.student_forward_first():
+            student_outputs = model(**kind.model_inputs(inputs), **self.output_flags())
+            target = self.target(model, inputs, student_outputs)
+        else:
+            # The target first: the student's graph is then not alive during the teacher's passes.
+            target = self.target(model, inputs, None)
+            student_outputs = model(**kind.model_inputs(inputs), **self.output_flags())
+
+        loss, parts = student_loss(
+            kind.predictions(student_outputs), target.logits, labels, args.alpha_at(self.trainer.state.global_step),
+            args.distill_temperature, args.label_smoothing_factor,
+            attention_mask=kind.position_mask_source(inputs),  # per-token KD without labels: the real tokens count
+        )
+        if self.intermediate_distiller is not None:
+            intermediate_loss, intermediate_parts = self._wrapped_distiller(
+                student_outputs, target, inputs.get("attention_mask")
+            )
+            loss = loss + intermediate_loss
+            parts.update(intermediate_parts)
+        self.means.add({f"student_{name}": value for name, value in parts.items()})
+        if self.guards is not None:
+            self.guards["student"].add("teacher", "largest |logit| of the prediction the student learns from",
+                                       target.logits.detach().abs().amax())
+            for name, value in parts.items():
+                self.guards["student"].add("student", f"student_{name}", value)
+        return loss, student_outputs
+
+    # ------------------------------------------------------------------ checkpoints, logs, card
+
+    def save_state(self, folder: str) -> None:
+        if self.trainer.args.should_save and self.intermediate_distiller is not None:
+            persistence.save_projections(folder, self.intermediate_distiller)
+
+    def load_state(self, checkpoint: str, load_weights: Callable[[str, nn.Module], None]) -> None:
+        if self.intermediate_distiller is not None:
+            persistence.load_projections(checkpoint, self.intermediate_distiller)
+
+    def log_values(self, step: int) -> dict[str, float]:
+        values = super().log_values(step)
+        # A ramped weight: its value at the last step logged (global_step has moved past it).
+        if values and self.args.distill_alpha_warmup_steps:
+            values["distill_alpha"] = self.args.alpha_at(step - 1)
+        return values
+
+    def teacher_hyperparameters(self) -> dict:
+        """The recipe's own arguments for the model card (before the student's distillation arguments)."""
+        return {}
+
+    def hyperparameters(self) -> dict:
+        args = self.args
+        values = {**super().hyperparameters(), **self.teacher_hyperparameters(),
+                  "distill_temperature": args.distill_temperature, "distill_alpha": args.distill_alpha}
+        for name in ("distill_alpha_warmup_steps", "prokt_lambda_warmup_steps"):
+            if getattr(args, name):
+                values[name] = getattr(args, name)
+        for name in ("hidden_distill_weight", "embedding_distill_weight", "attention_distill_weight"):
+            if getattr(args, name) > 0:
+                values[name] = getattr(args, name)
+        if args.uses_intermediate_terms:
+            values["layer_map"] = args.layer_map
+        values["zero_init_classifier"] = args.zero_init_classifier
+        return values
