@@ -40,6 +40,7 @@ from transformers import (
 )
 
 from hf_prokt import student_from_teacher
+from hf_prokt.model_card import student_origin
 from hf_prokt.students import uniform_indices, uniform_layer_selection
 from tests.conftest import tiny_bert
 
@@ -368,6 +369,22 @@ def test_a_narrower_student_reloads_with_from_pretrained(model_class, auto_class
     assert reloaded.config.student_from_teacher == student.config.student_from_teacher
     if reloaded.get_output_embeddings() is not None:
         assert reloaded.get_output_embeddings().weight is reloaded.get_input_embeddings().weight
+
+
+def test_the_model_card_says_how_narrow_the_student_is():
+    teacher = make(BertForSequenceClassification, BertConfig)
+    teacher.config._name_or_path = "tiny-bert"
+    assert student_origin(student_from_teacher(teacher, 2)) == (
+        "built from `tiny-bert` with student_from_teacher: 2 of the teacher's 4 layers (0, 2), every other weight "
+        "copied")
+    assert student_origin(student_from_teacher(teacher, 2, hidden_size=8)) == (
+        "built from `tiny-bert` with student_from_teacher: 2 of the teacher's 4 layers (0, 2), narrowed to hidden "
+        "size 8, 2 attention heads, feed-forward size 16 (the teacher's 16, 4, 32), every weight selected from the "
+        "teacher's (evenly spaced hidden, head and feed-forward indices)")
+    assert student_origin(student_from_teacher(teacher, 2, hidden_size=8, init="random")) == (
+        "built from `tiny-bert`'s config with student_from_teacher: 2 layers (the teacher has 4), narrowed to hidden "
+        "size 8, 2 attention heads, feed-forward size 16 (the teacher's 16, 4, 32), every weight initialised at "
+        "random (no teacher weight copied)")
 
 
 # ---- Depth-only students of decoder LMs; narrowing them is refused ----
