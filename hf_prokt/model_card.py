@@ -49,15 +49,34 @@ def _name(model: nn.Module | None) -> str | None:
 
 def student_origin(student: nn.Module | None) -> str | None:
     """How the student was made, when `hf_prokt.student_from_teacher` built it (read from its config), e.g.
-    ``"built from `bert-base-uncased` with student_from_teacher: 6 of the teacher's 12 layers (0, 2, 4, 6, 8, 10)"``."""
+    ``"built from `bert-base-uncased` with student_from_teacher: 6 of the teacher's 12 layers (0, 2, 4, 6, 8, 10)"``
+    and, for a narrower one, its widths against the teacher's and whether its weights were selected from the
+    teacher's or initialised at random."""
     record = getattr(getattr(student, "config", None), "student_from_teacher", None)
-    if not isinstance(record, dict) or not record.get("teacher_layers"):
+    if not isinstance(record, dict):
         return None
-    layers = list(record["teacher_layers"])
+    random_init = record.get("init") == "random"
+    if not record.get("teacher_layers") and not random_init:
+        return None
     teacher = f"`{record['teacher']}`" if record.get("teacher") else "its teacher"
+    teacher_layers = record.get("teacher_num_layers", "?")
+    sizes = ("hidden_size", "num_attention_heads", "intermediate_size")
+    teacher_sizes = [record.get(f"teacher_{name}") for name in sizes]
+    student_sizes = [record.get(f"student_{name}") for name in sizes]
+    width = ""
+    if None not in teacher_sizes and None not in student_sizes and student_sizes != teacher_sizes:
+        width = (" narrowed to hidden size {}, {} attention heads, feed-forward size {} (the teacher's {}, {}, {}),"
+                 .format(*student_sizes, *teacher_sizes))
+    if random_init:
+        num_layers = getattr(getattr(student, "config", None), "num_hidden_layers", None)
+        depth = f"{num_layers} layers (the teacher has {teacher_layers})" if num_layers else "its config"
+        return (f"built from {teacher}'s config with student_from_teacher: {depth},{width} every weight "
+                "initialised at random (no teacher weight copied)")
+    layers = list(record["teacher_layers"])
+    copied = ("every weight selected from the teacher's (evenly spaced hidden, head and feed-forward indices)"
+              if width else "every other weight copied")
     return (f"built from {teacher} with student_from_teacher: {len(layers)} of the teacher's "
-            f"{record.get('teacher_num_layers', '?')} layers ({', '.join(map(str, layers))}), every other weight "
-            "copied")
+            f"{teacher_layers} layers ({', '.join(map(str, layers))}),{width} {copied}")
 
 
 def _opening_sentence(trainer, student: nn.Module, dataset: str | None) -> str:

@@ -110,8 +110,66 @@ def test_a_student_checkpoint_is_loaded_as_it_is():
     assert teacher is load.models["teacher"] and student is load.models["student"]
 
 
+WIDTH_FLAGS = ["--student_hidden_size", "8", "--student_intermediate_size", "12", "--student_num_attention_heads", "2",
+               "--student_init", "random"]
+
+
+@pytest.mark.parametrize("name", ["glue", "ner"])
+def test_the_text_scripts_parse_and_show_the_student_width_flags(name):
+    path, module, data_flags = SCRIPTS[name]
+    script = load_example(path, module)
+    parser = HfArgumentParser((script.ModelArguments, script.DataTrainingArguments, ProKTTrainingArguments))
+    model_args, _, _ = parser.parse_args_into_dataclasses(
+        args=[*WIDTH_FLAGS, "--student_num_layers", "2", *data_flags, "--output_dir", "out"])
+    assert (model_args.student_hidden_size, model_args.student_intermediate_size,
+            model_args.student_num_attention_heads, model_args.student_init) == (8, 12, 2, "random")
+    defaults, _, _ = parser.parse_args_into_dataclasses(args=[*data_flags, "--output_dir", "out"])
+    assert (defaults.student_hidden_size, defaults.student_intermediate_size, defaults.student_num_attention_heads,
+            defaults.student_init) == (None, None, None, "teacher")
+    shown = parser.format_help()
+    for flag in ("--student_hidden_size", "--student_intermediate_size", "--student_num_attention_heads",
+                 "--student_init {teacher,random}"):
+        assert flag in shown
+    with pytest.raises(SystemExit):  # argparse refuses an init that is neither
+        parser.parse_args_into_dataclasses(args=["--student_init", "pretrained", *data_flags, "--output_dir", "out"])
+
+
+@pytest.mark.parametrize("init_from", [None, "pretrained"])
+def test_the_width_flags_reach_student_from_teacher(init_from):
+    load = RecordingLoader()  # 4-layer BERTs 16 wide, 2 heads of 8, feed-forward 32
+    args = TeacherStudentArguments(teacher_model_name_or_path="teacher", student_num_layers=2,
+                                   student_init_from=init_from, student_hidden_size=8,
+                                   student_num_attention_heads=2, student_intermediate_size=12)
+    _, student = build_teacher_and_student(args, "kd", load)
+    source = load.models[init_from or "teacher"]
+    config = student.config
+    assert (config.num_hidden_layers, config.hidden_size, config.num_attention_heads, config.intermediate_size) == \
+        (2, 8, 2, 12)
+    # selected from the source: word embedding columns 0, 2, ..., 14; feed-forward rows floor(i * 32 / 12)
+    assert torch.equal(student.bert.embeddings.word_embeddings.weight,
+                       source.bert.embeddings.word_embeddings.weight[:, ::2])
+    assert torch.equal(student.bert.encoder.layer[1].intermediate.dense.bias,
+                       source.bert.encoder.layer[2].intermediate.dense.bias[[0, 2, 5, 8, 10, 13, 16, 18, 21, 24, 26,
+                                                                             29]])
+    assert config.student_from_teacher["init"] == "teacher"
+
+    load = RecordingLoader()
+    args = TeacherStudentArguments(teacher_model_name_or_path="teacher", student_num_layers=2,
+                                   student_init_from=init_from, student_hidden_size=8, student_init="random")
+    _, random = build_teacher_and_student(args, "kd", load)
+    assert random.config.student_from_teacher["init"] == "random" and random.config.hidden_size == 8
+    assert torch.equal(random.bert.embeddings.LayerNorm.weight, torch.ones(8))
+
+
 @pytest.mark.parametrize("flags, strategy, message", [
     (dict(student_num_layers=2), "prokt", "--strategy prokt needs --teacher_model_name_or_path"),
+    (dict(teacher_model_name_or_path="t", model_name_or_path="s", student_hidden_size=8), "kd",
+     "--student_hidden_size: only for a student built from a teacher.s .*give --student_num_layers N"),
+    (dict(teacher_model_name_or_path="t", model_name_or_path="s", student_intermediate_size=8,
+          student_num_attention_heads=2), "finetune",
+     "--student_intermediate_size, --student_num_attention_heads: only for a student built from"),
+    (dict(teacher_model_name_or_path="t", model_name_or_path="s", student_init="random"), "prokt",
+     "--student_init: only for a student built from"),
     (dict(student_num_layers=2), "finetune", "--student_num_layers builds the student from the teacher"),
     (dict(student_init_from="pretrained", teacher_model_name_or_path="t"), "kd", "give --student_num_layers N"),
     (dict(student_init_from="pretrained", student_num_layers=2, model_name_or_path="s"), "finetune",

@@ -23,6 +23,7 @@ import argparse
 import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Literal
 
 from torch import nn
 
@@ -59,7 +60,8 @@ class TeacherStudentArguments:
     student_num_layers: int | None = field(
         default=None,
         metadata={"help": "Build the student from the teacher: its config with N layers, initialised from N "
-                          "uniformly spaced teacher layers (embeddings copied)."},
+                          "uniformly spaced teacher layers (embeddings copied; selected when --student_hidden_size "
+                          "etc. make it narrower)."},
     )
     student_init_from: str | None = field(
         default=None,
@@ -67,9 +69,37 @@ class TeacherStudentArguments:
                           "pretrained one the teacher was fine-tuned from) instead of the teacher's, so that a KD "
                           "student does not start with the fine-tuned teacher's layers and head."},
     )
+    student_hidden_size: int | None = field(
+        default=None,
+        metadata={"help": "With --student_num_layers, for BERT, RoBERTa, XLM-RoBERTa, ELECTRA or DistilBERT: a "
+                          "narrower student of this hidden size, its weights selected from the teacher's at evenly "
+                          "spaced indices (default: the teacher's width)."},
+    )
+    student_intermediate_size: int | None = field(
+        default=None,
+        metadata={"help": "With --student_num_layers: the narrower student's feed-forward size (default: the "
+                          "teacher's ratio to the hidden size, e.g. 1248 for 312 from BERT-base)."},
+    )
+    student_num_attention_heads: int | None = field(
+        default=None,
+        metadata={"help": "With --student_num_layers: the narrower student's attention heads, each selected whole "
+                          "from one teacher head (default: the teacher's head size kept when the hidden size divides "
+                          "by it, else the teacher's head count)."},
+    )
+    student_init: Literal["teacher", "random"] = field(
+        default="teacher",
+        metadata={"help": "With --student_num_layers: 'teacher' initialises the student from the teacher's (or "
+                          "--student_init_from's) weights; 'random' builds the same student config freshly "
+                          "initialised, as a baseline."},
+    )
     tokenizer_name: str | None = field(
         default=None, metadata={"help": "Tokenizer (default: the teacher's, else the student's). It serves both."}
     )
+
+    def student_width_arguments(self) -> dict:
+        """The keyword arguments of `student_from_teacher` these flags give (width and init)."""
+        return dict(hidden_size=self.student_hidden_size, intermediate_size=self.student_intermediate_size,
+                    num_attention_heads=self.student_num_attention_heads, init=self.student_init)
 
 
 @dataclass
@@ -136,12 +166,14 @@ def build_teacher_and_student(
             loaded once even when the student is built from it.
 
     The student is, in this order: ``student_num_layers`` layers of ``student_init_from``; that many layers of
-    the teacher; or the checkpoint ``model_name_or_path``. The teacher is loaded only when it is returned or
-    the student is built from it.
+    the teacher; or the checkpoint ``model_name_or_path``. A student built from layers is as wide as its
+    source unless ``student_hidden_size``, ``student_intermediate_size`` or ``student_num_attention_heads``
+    narrow it, and initialised from the source's weights unless ``student_init="random"`` (see
+    `student_from_teacher`). The teacher is loaded only when it is returned or the student is built from it.
 
     Raises:
         ValueError: before anything is loaded, for a combination of flags that names no student, or no teacher
-            where one is needed.
+            where one is needed, or width / init flags without ``student_num_layers``.
     """
     needs_teacher = strategy_class(strategy).needs_teacher
     returns_teacher = needs_teacher or also_teacher
@@ -157,12 +189,18 @@ def build_teacher_and_student(
                          "--teacher_model_name_or_path (or --student_init_from).")
     if not num_layers and not args.model_name_or_path:
         raise ValueError("Give the student: --model_name_or_path, or --student_num_layers N with a teacher.")
+    width = args.student_width_arguments()
+    given = [f"--student_{name}" for name, value in width.items()
+             if value is not None and (name, value) != ("init", "teacher")]
+    if given and not num_layers:
+        raise ValueError(f"{', '.join(given)}: only for a student built from a teacher's (or --student_init_from's) "
+                         "layers: give --student_num_layers N (and no --model_name_or_path), or leave them out.")
 
     teacher = load(teacher_path) if loads_teacher(args, strategy, also_teacher) else None
     if init_from:
-        student = student_from_teacher(load(init_from), num_layers)
+        student = student_from_teacher(load(init_from), num_layers, **width)
     elif num_layers:
-        student = student_from_teacher(teacher, num_layers)
+        student = student_from_teacher(teacher, num_layers, **width)
     else:
         student = load(args.model_name_or_path)
     return (teacher if returns_teacher else None), student
