@@ -39,6 +39,7 @@ class ModelKind:
         auto_class: the ``AutoModelFor*`` class that loads this kind, for messages.
         predicts: what one output row is, for messages (``"one prediction per sequence"``).
         card_task: the Hub task of a model card (``"text-classification"``), or None.
+        distillable: whether `kd` and `prokt` can distil this kind (a kind recognised only to be refused: False).
     """
 
     name = "model of unknown kind"
@@ -46,6 +47,7 @@ class ModelKind:
     auto_class: str | None = None
     predicts: str | None = None
     card_task: str | None = None
+    distillable = True
 
     def __init__(self, class_suffix: str | None = None, predicts: str | None = None, card_task: str | None = None):
         """A kind of the models whose class name ends with ``class_suffix`` (``"ForTokenClassification"``): its

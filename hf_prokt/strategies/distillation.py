@@ -17,7 +17,7 @@ from torch import nn
 
 from ..eval_mode import eval_mode
 from ..losses import IntermediateDistiller, student_loss
-from ..model_kinds import ForwardInputs, model_config, model_kind_of
+from ..model_kinds import ForwardInputs, base_model, model_config, model_kind_of
 from ..pair_checks import check_distillation_pair, probe_pair
 from ..teacher import persistence
 from .base import Strategy
@@ -93,6 +93,16 @@ class Distillation(Strategy):
                 "or use strategy='finetune' to train the student on labels alone."
             )
         check_distillation_pair(student, teacher)
+        for who, model in (("student", student), ("teacher", teacher)):
+            kind = model_kind_of(model)
+            if model is not None and not kind.distillable:
+                raise ValueError(
+                    f"the {who} is a {kind.name} ({type(base_model(model)).__name__}), which strategy={self.name!r} "
+                    "cannot distil yet: its per-position terms (the next-token shift of a causal LM, the decoder "
+                    "inputs of a seq2seq LM) are not implemented, and reading it as a token classifier would train "
+                    "the wrong objective. Use strategy='finetune' (the model's own loss), or models with a "
+                    "classification head."
+                )
 
     def needs_labels(self) -> bool:
         """Whether the recipe learns from labels (the student with ``distill_alpha < 1`` or a ramp of alpha)."""
