@@ -132,8 +132,9 @@ def probe_pair(student: nn.Module, teacher: nn.Module, batch: dict, *,
             except (RuntimeError, ValueError, IndexError) as error:
                 raise unreadable_batch(who, batch, error) from error
     student_outputs, teacher_outputs = outputs
-    student_logits, teacher_logits = student_outputs.logits, teacher_outputs.logits
-    if student_logits.shape != teacher_logits.shape:
+    student_logits = getattr(student_outputs, "logits", None)
+    teacher_logits = getattr(teacher_outputs, "logits", None)
+    if student_logits is not None and teacher_logits is not None and student_logits.shape != teacher_logits.shape:
         raise ValueError(
             f"on the same batch the student returns logits of shape {list(student_logits.shape)} and the "
             f"teacher {list(teacher_logits.shape)}; distillation needs one score per class from each, for "

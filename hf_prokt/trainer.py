@@ -11,6 +11,7 @@ from __future__ import annotations
 import itertools
 
 import datasets
+import torch
 from torch import nn
 from torch.utils.data import IterableDataset
 from transformers import Trainer
@@ -147,14 +148,18 @@ class ProKTTrainer(CrashSafeCheckpointsMixin, TeacherEvaluationMixin, Trainer):
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         """Fine-tuning and evaluation: the `Trainer`'s loss. Distillation: the strategy's (steps 1-4 for ProKT)."""
-        if not self.strategy.distils or not model.training:
+        if not self.strategy.distils or (not model.training and self.strategy.model_computes_evaluation_loss()):
             return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
         loss, outputs = self.strategy.compute_loss(model, inputs)
         return (loss, outputs) if return_outputs else loss
 
     def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
-        """The `Trainer`'s, on the batch without cached teacher logits (an evaluation set may carry them)."""
+        """The `Trainer`'s, on the batch without cached teacher logits (an evaluation set may carry them); for a
+        student without predictions, its distillation loss alone."""
         inputs = {k: v for k, v in inputs.items() if k != TEACHER_LOGITS}
+        if not self.strategy.model_computes_evaluation_loss():  # no loss of its own: the distillation loss
+            with torch.no_grad():
+                return self.compute_loss(model, self._prepare_inputs(inputs)), None, None
         return super().prediction_step(model, inputs, prediction_loss_only, ignore_keys)
 
     def _clip_grad_norm(self, model):

@@ -4,7 +4,7 @@ Adding a kind: a file here with a `ModelKind` subclass (or instance) registered 
 one import line below (docs/index.md, "Adding a model kind").
 """
 
-from . import classification, language_models, token_classification  # noqa: F401  (registers the kinds)
+from . import classification, headless, language_models, token_classification  # noqa: F401  (registers them)
 from .base import (
     OUTPUT_SHAPE,
     TEACHER_LOGITS,

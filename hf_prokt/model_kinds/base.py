@@ -40,6 +40,7 @@ class ModelKind:
         predicts: what one output row is, for messages (``"one prediction per sequence"``).
         card_task: the Hub task of a model card (``"text-classification"``), or None.
         distillable: whether `kd` and `prokt` can distil this kind (a kind recognised only to be refused: False).
+        has_predictions: whether its outputs hold predictions (logits); a model without a task head has none.
     """
 
     name = "model of unknown kind"
@@ -48,22 +49,27 @@ class ModelKind:
     predicts: str | None = None
     card_task: str | None = None
     distillable = True
+    has_predictions = True
 
-    def __init__(self, class_suffix: str | None = None, predicts: str | None = None, card_task: str | None = None):
+    def __init__(self, class_suffix: str | None = None, predicts: str | None = None, card_task: str | None = None,
+                 name: str | None = None):
         """A kind of the models whose class name ends with ``class_suffix`` (``"ForTokenClassification"``): its
-        ``auto_class`` is ``AutoModel<suffix>`` and its name the suffix in words (``"token classification"``)."""
+        ``auto_class`` is ``AutoModel<suffix>`` and its name, unless given, the suffix in words
+        (``"token classification"``)."""
         if class_suffix is not None:
             self.class_suffixes, self.auto_class = (class_suffix,), f"AutoModel{class_suffix}"
-            self.name = re.sub(r"(?<!^)(?=[A-Z])", " ", class_suffix.removeprefix("For")).lower()
+            self.name = re.sub(r"(?<=[a-z])(?=[A-Z])", " ", class_suffix.removeprefix("For")).lower()
+        if name is not None:
+            self.name = name
         self.predicts = predicts or self.predicts
         self.card_task = card_task or self.card_task
 
     def matches(self, model: nn.Module) -> bool:
         return type(base_model(model)).__name__.endswith(self.class_suffixes) if self.class_suffixes else False
 
-    def predictions(self, outputs) -> torch.Tensor:
+    def predictions(self, outputs) -> torch.Tensor | None:
         """The logits the losses compare: ``[B, C]`` (one prediction per example) or ``[B, L, C]`` (per position),
-        aligned with `labels`."""
+        aligned with `labels`; None for a kind without predictions."""
         return outputs.logits
 
     def labels(self, batch: dict) -> torch.Tensor | None:

@@ -1,4 +1,6 @@
-"""One prediction per position: token classifiers (NER taggers) and audio frame classifiers.
+"""One prediction per position: token classifiers (NER taggers), audio frame classifiers, and masked-LM heads
+(one distribution over the vocabulary per token: with `DataCollatorForLanguageModeling`'s labels, -100 on every
+unmasked token, the terms are taken on the masked positions).
 
 Logits ``[B, L, C]`` against labels ``[B, L]``, position ``t`` against label ``t``, as the model returns them.
 Every term averages over the positions whose label is not -100 (padding, non-first sub-tokens), or, for a batch
@@ -18,3 +20,6 @@ TOKEN_CLASSIFICATION = register_model_kind(
     PositionClassification("ForTokenClassification", "one prediction per token", "token-classification"))
 AUDIO_FRAME_CLASSIFICATION = register_model_kind(
     PositionClassification("ForAudioFrameClassification", "one prediction per frame", None))
+MASKED_LM = register_model_kind(
+    PositionClassification("ForMaskedLM", "one vocabulary prediction per token", "fill-mask",
+                           name="masked language model"))

@@ -128,6 +128,10 @@ class Strategy:
         """``(loss, student_outputs)`` of a training micro-batch, for a recipe that `distils`."""
         raise NotImplementedError(f"strategy {self.name!r} uses the Trainer's loss")
 
+    def model_computes_evaluation_loss(self) -> bool:
+        """Whether evaluation uses the `Trainer`'s loss (the model's own) rather than `compute_loss`."""
+        return True
+
     def parameters_trained_with_student(self) -> list[nn.Parameter]:
         """Parameters the student's optimizer steps besides the student's own (the learned projections)."""
         return [] if self.intermediate_distiller is None else list(self.intermediate_distiller.parameters())

@@ -40,17 +40,18 @@ class Target:
     """What the student learns from: detached teacher outputs. ``logits: [B, C]`` (``[B, L, C]`` per position), as
     the model kind reads them; ``hidden_states`` and ``attentions`` as the model returns them (or None)."""
 
-    logits: torch.Tensor
+    logits: torch.Tensor | None
     hidden_states: tuple | None = None
     attentions: tuple | None = None
 
     @classmethod
-    def detached(cls, outputs, predictions: torch.Tensor) -> Target:
+    def detached(cls, outputs, predictions: torch.Tensor | None) -> Target:
         def detach(features):
             return None if features is None else tuple(f.detach() for f in features)
 
-        return cls(predictions.detach(), detach(getattr(outputs, "hidden_states", None)),
-                   detach(getattr(outputs, "attentions", None)))
+        logits = None if predictions is None else predictions.detach()
+        hidden_states, attentions = getattr(outputs, "hidden_states", None), getattr(outputs, "attentions", None)
+        return cls(logits, detach(hidden_states), detach(attentions))
 
 
 class Distillation(Strategy):
@@ -103,6 +104,29 @@ class Distillation(Strategy):
                     "the wrong objective. Use strategy='finetune' (the model's own loss), or models with a "
                     "classification head."
                 )
+        kind = model_kind_of(student)
+        if student is not None and not kind.has_predictions:
+            self._check_without_predictions(kind)
+
+    def _check_without_predictions(self, kind) -> None:
+        """A model without a task head learns from the intermediate terms alone, and from no label."""
+        if not self.args.uses_intermediate_terms:
+            raise ValueError(
+                f"the student is a {kind.name}: it returns no logits, so it can only learn from the intermediate "
+                "terms, and none is on. Set hidden_distill_weight (and embedding_distill_weight, "
+                "attention_distill_weight) above 0, or use models with a task head."
+            )
+        if self.needs_labels():
+            raise ValueError(
+                f"the student is a {kind.name}: it has no task loss, so distill_alpha < 1 (or a ramp of it) has "
+                "nothing to train on labels with. Use distill_alpha=1.0 and no distill_alpha_warmup_steps."
+            )
+        if self.args.evaluate_teacher:
+            raise ValueError(
+                f"evaluate_teacher=True, but the models are of the kind {kind.name}: without predictions there is no "
+                "evaluation of the teacher's own. Leave evaluate_teacher unset; the student's eval_loss is its "
+                "distillation loss."
+            )
 
     def needs_labels(self) -> bool:
         """Whether the recipe learns from labels (the student with ``distill_alpha < 1`` or a ramp of alpha)."""
@@ -232,24 +256,34 @@ class Distillation(Strategy):
             target = self.target(model, inputs, None)
             student_outputs = model(**kind.model_inputs(inputs), **self.output_flags())
 
-        loss, parts = student_loss(
-            kind.predictions(student_outputs), target.logits, labels, args.alpha_at(self.trainer.state.global_step),
-            args.distill_temperature, args.label_smoothing_factor,
-            attention_mask=kind.position_mask_source(inputs),  # per-token KD without labels: the real tokens count
-        )
+        if kind.has_predictions:
+            loss, parts = student_loss(
+                kind.predictions(student_outputs), target.logits, labels,
+                args.alpha_at(self.trainer.state.global_step), args.distill_temperature, args.label_smoothing_factor,
+                attention_mask=kind.position_mask_source(inputs),  # per-token KD without labels: the real tokens count
+            )
+        else:  # no output term: the intermediate terms alone (general distillation)
+            loss, parts = 0.0, {}
         if self.intermediate_distiller is not None:
             intermediate_loss, intermediate_parts = self._wrapped_distiller(
                 student_outputs, target, inputs.get("attention_mask")
             )
             loss = loss + intermediate_loss
             parts.update(intermediate_parts)
+        if not model.training:  # an evaluation of a model without predictions: its distillation loss
+            return loss.detach(), student_outputs
         self.means.add({f"student_{name}": value for name, value in parts.items()})
         if self.guards is not None:
-            self.guards["student"].add("teacher", "largest |logit| of the prediction the student learns from",
-                                       target.logits.detach().abs().amax())
+            if target.logits is not None:
+                self.guards["student"].add("teacher", "largest |logit| of the prediction the student learns from",
+                                           target.logits.detach().abs().amax())
             for name, value in parts.items():
                 self.guards["student"].add("student", f"student_{name}", value)
         return loss, student_outputs
+
+    def model_computes_evaluation_loss(self) -> bool:
+        """A model without predictions has no loss of its own: it is evaluated on the distillation loss."""
+        return self.kind.has_predictions
 
     # ------------------------------------------------------------------ checkpoints, logs, card
 

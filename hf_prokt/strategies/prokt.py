@@ -82,6 +82,13 @@ class ProKT(Distillation):
     def needs_labels(self) -> bool:
         return True  # the teacher's task loss
 
+    def _check_without_predictions(self, kind) -> None:
+        raise ValueError(
+            f"the student is a {kind.name}: it returns no logits, and ProKT's teacher step needs a task loss (and "
+            "the student's prediction to be pulled towards). For general distillation of models without a task head, "
+            "use strategy='kd' with the intermediate terms (hidden_distill_weight > 0) on unlabelled data."
+        )
+
     @property
     def teacher_is_sharded(self) -> bool:
         """FSDP2 shards a ProKT teacher like the student (a frozen KD teacher stays whole on every process)."""
