@@ -1,4 +1,4 @@
-"""`hf_prokt.final_evaluation`: the evaluation of the last training step is reused, never stale."""
+"""`hf_prokt.scripting.final_evaluation`: the evaluation of the last training step is reused, never stale."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """An output_dir holding an earlier run is refused unless overwritten (then cleared) or resumed, and
-``--resume_from_checkpoint true|last`` resumes from its last checkpoint: `hf_prokt.checkpoints` and both
+``--resume_from_checkpoint true|last`` resumes from its last checkpoint: `hf_prokt.scripting.run_folder` and both
 example scripts."""
 
 import json

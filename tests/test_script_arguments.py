@@ -1,4 +1,4 @@
-"""`hf_prokt.script_arguments`: the flags the three example scripts share mean the same in each, and
+"""`hf_prokt.scripting.arguments`: the flags the three example scripts share mean the same in each, and
 `build_teacher_and_student` loads exactly the checkpoints a strategy needs and builds the student from the
 right one."""
 

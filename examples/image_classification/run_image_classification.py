@@ -73,7 +73,7 @@ DIGITS_IMAGE_SIZE = 32
 class ModelArguments(CompressionArguments, HubLoadingArguments):
     """Both models' checkpoints or configs, and the image processor; how checkpoints are loaded
     (`HubLoadingArguments`) and the compression measurement (`CompressionArguments`): see
-    `hf_prokt.script_arguments`."""
+    `hf_prokt.scripting.arguments`."""
 
     teacher_model_name_or_path: str | None = field(
         default=None, metadata={"help": "Pretrained (or fine-tuned, for kd) teacher: Hub id or local folder."}

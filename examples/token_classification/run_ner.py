@@ -66,7 +66,7 @@ PREFIX_SPACE_MODELS = {"bloom", "gpt2", "roberta", "deberta", "longformer", "bar
 class ModelArguments(CompressionArguments, HubLoadingArguments, TeacherStudentArguments):
     """The teacher and student checkpoints (`TeacherStudentArguments`), how they are loaded
     (`HubLoadingArguments`) and the compression measurement (`CompressionArguments`): see
-    `hf_prokt.script_arguments`. The tokenizer must be a fast one: aligning tags with sub-tokens needs its
+    `hf_prokt.scripting.arguments`. The tokenizer must be a fast one: aligning tags with sub-tokens needs its
     word ids."""
 
 
