@@ -451,7 +451,8 @@ def test_backward_twice_is_refused():
 
 
 def test_default_chunk_size():
-    assert default_chunk_size(32000) == DEFAULT_CHUNK_BYTES // (4 * 32000) == 131
+    assert default_chunk_size(32000) == DEFAULT_CHUNK_BYTES // (4 * 32000) == 327
+    assert default_chunk_size(128256) == 81
     assert default_chunk_size(32000, rows=50) == 50
     assert default_chunk_size(10**9) == 1
     assert default_chunk_size(32000, budget_bytes=64 * 2**20) == 524
