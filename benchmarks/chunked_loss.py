@@ -14,15 +14,18 @@ not. Variants:
 
 Memory: each variant runs in its own fresh subprocess (``--memory_repeats`` times), which builds the
 inputs (without temporaries) and runs the step once. The *extra peak* of a variant is the peak resident
-set size (``resource.getrusage(RUSAGE_SELF).ru_maxrss``) during the step minus the resident set size
-just before it, the peak having been reset to the current size once the inputs exist (Linux: ``5`` written
-to ``/proc/self/clear_refs``), so no earlier transient (imports, building the inputs) can hide part of
-the step under an older peak. As a cross-check, a control subprocess only builds the inputs, and each
-variant's peak after the step minus the control's peak is reported too (``versus_control``; the ratio
-uses it where the peak cannot be reset). The extra peak includes the student head's gradient (``V x H_S``
-floats, alike in both variants) and whatever the math libraries allocate. On glibc, blocks above the
-malloc mmap threshold (at most 32 MiB) go back to the system when freed, smaller ones stay in the heap:
-chunks of less than 32 MiB per ``[chunk, V]`` buffer give figures that vary from run to run.
+set size of its own address space during the step (``VmHWM`` of /proc/self/status) minus the resident
+set size just before it, the peak having been reset to the current size once the inputs exist (Linux:
+``5`` written to ``/proc/self/clear_refs``), so no earlier transient (imports, building the inputs) can
+hide part of the step under an older peak. ``resource.getrusage(RUSAGE_SELF).ru_maxrss`` is recorded
+too but not used: Linux folds into it, at exec, the peak of the process the child was forked from, so a
+child of this (large) process reports at least this one's size. As a cross-check, a control subprocess
+only builds the inputs, and each variant's peak after the step minus the control's peak is reported too
+(``versus_control``; the ratio uses it where the peak cannot be reset). The extra peak includes the
+student head's gradient (``V x H_S`` floats, alike in both variants) and what the math libraries
+allocate. On glibc, blocks above the malloc mmap threshold (at most 32 MiB) go back to the system when
+freed, smaller ones stay in the heap: chunks of less than 32 MiB per ``[chunk, V]`` buffer give figures
+that vary from run to run.
 
 Time: all variants in this process, interleaved: one untimed warm-up step each, then ``--rounds`` rounds,
 each timing one step of every variant in a rotated order. Reported per variant: median, min, max and
@@ -115,23 +118,29 @@ def step(variant: str, inputs: dict, settings: dict) -> float:
     return loss.item()
 
 
-def _peak_rss_bytes() -> int:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # KiB on Linux
-
-
-def _current_rss_bytes() -> int | None:
+def _status_bytes(key: str) -> int | None:
+    """A size from /proc/self/status (Linux), in bytes, or None."""
     try:
         with open("/proc/self/status") as status:
             for line in status:
-                if line.startswith("VmRSS:"):
+                if line.startswith(key + ":"):
                     return int(line.split()[1]) * 1024
     except OSError:
         return None
     return None
 
 
+def _peak_rss_bytes() -> int:
+    """The peak RSS of this process's own address space (``VmHWM``). Not ``ru_maxrss``: for a process
+    started by fork and exec, Linux folds the peak of the image it was forked from into ``ru_maxrss`` at
+    exec, so a child of a large process reports at least its parent's size, reset or not. Outside Linux,
+    ``ru_maxrss`` (KiB on Linux and BSD)."""
+    peak = _status_bytes("VmHWM")
+    return peak if peak is not None else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
 def _reset_peak_rss() -> bool:
-    """Linux: writing 5 to /proc/self/clear_refs resets the peak RSS (``ru_maxrss``) to the current RSS."""
+    """Linux: writing 5 to /proc/self/clear_refs resets the peak RSS (``VmHWM``) to the current RSS."""
     try:
         with open("/proc/self/clear_refs", "w") as clear_refs:
             clear_refs.write("5")
@@ -148,10 +157,11 @@ def memory_child(variant: str, settings: dict) -> dict:
     inputs = make_inputs(settings)
     result = {"variant": variant, "peak_after_inputs": _peak_rss_bytes()}
     if variant != "inputs":
-        before = _current_rss_bytes()
+        before = _status_bytes("VmRSS")
         reset = before is not None and _reset_peak_rss()
         result["loss"] = step(variant, inputs, settings)
         result["peak_after_step"] = _peak_rss_bytes()
+        result["ru_maxrss_after_step"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
         if reset:
             result["step_extra_after_reset"] = result["peak_after_step"] - before
     return result
@@ -184,7 +194,8 @@ def measure_memory(variants: list[str], settings: dict, repeats: int, log) -> di
                  "method": "peak reset" if extra is reset else "versus control",
                  "after_reset_mib_runs": [_mib(e) if e is not None else None for e in reset],
                  "versus_control_mib_runs": [_mib(e) for e in versus_control],
-                 "peak_mib_runs": [_mib(r["peak_after_step"]) for r in runs], "loss": runs[0]["loss"]}
+                 "peak_mib_runs": [_mib(r["peak_after_step"]) for r in runs],
+                 "ru_maxrss_mib_runs": [_mib(r["ru_maxrss_after_step"]) for r in runs], "loss": runs[0]["loss"]}
         result[variant] = entry
         log(f"  memory {variant}: extra peak {entry['extra_peak_mib']} MiB (after reset "
             f"{entry['after_reset_mib_runs']}, versus control {entry['versus_control_mib_runs']})")
