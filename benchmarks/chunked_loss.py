@@ -1,4 +1,4 @@
-"""Peak memory and time of the chunked KD loss (`hf_prokt.chunked_losses`) against the full-logits one.
+"""Peak memory and time of the chunked KD loss (`hf_prokt.losses.chunked`) against the full-logits one.
 
 The measured step: the KD student loss ``alpha * T^2 * KL(p_T || p_S) + (1 - alpha) * CE(z_S, y)``
 (``alpha = 0.5``, ``T = 1``), forward and backward, from the models' last hidden states and ``lm_head``
@@ -61,20 +61,20 @@ _LOSSES = None
 
 
 def losses():
-    """`hf_prokt.chunked_losses`. The memory subprocesses load it from its file instead (`_load_from_file`):
+    """`hf_prokt.losses.chunked`. The memory subprocesses load it from its file instead (`_load_from_file`):
     it needs only torch, while importing the `hf_prokt` package imports transformers, seconds and hundreds of
     MiB in every subprocess."""
     global _LOSSES
     if _LOSSES is None:
-        import hf_prokt.chunked_losses
+        import hf_prokt.losses.chunked
 
-        _LOSSES = hf_prokt.chunked_losses
+        _LOSSES = hf_prokt.losses.chunked
     return _LOSSES
 
 
 def _load_from_file():
     global _LOSSES
-    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "hf_prokt", "chunked_losses.py")
+    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "hf_prokt", "losses", "chunked.py")
     spec = importlib.util.spec_from_file_location("_chunked_losses_benchmarked", path)
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module  # dataclasses look their module up there

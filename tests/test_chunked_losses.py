@@ -1,4 +1,4 @@
-"""The chunked LM distillation losses (`hf_prokt.chunked_losses`) against full-logits computations.
+"""The chunked LM distillation losses (`hf_prokt.losses.chunked`) against full-logits computations.
 
 Tolerances: float64 inputs agree with the plain full-logits reference to 1e-10 (values and every
 gradient; observed ~1e-15), float32 inputs to rtol 1e-5 / atol 1e-6 (observed ~1e-7), bfloat16
@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from hf_prokt import losses
-from hf_prokt.chunked_losses import (
+from hf_prokt.losses.chunked import (
     DEFAULT_CHUNK_BYTES,
     ChunkedLosses,
     chunked_distillation_losses,

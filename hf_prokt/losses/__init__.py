@@ -2,7 +2,9 @@
 
 - `logits`: KL, task and output-matching losses of ProKT, KD and fine-tuning, and the dual ascent;
 - `intermediate`: the hidden-state, embedding and attention terms and their layer maps;
-- `projections`: the learned maps from a student feature to the teacher's shape.
+- `projections`: the learned maps from a student feature to the teacher's shape;
+- `chunked`: the per-token KL and cross-entropy of LMs over chunks of positions, from hidden states and the output
+  layer, never holding the [N, V] logits whole (not yet used by the trainer).
 """
 
 from .intermediate import IntermediateDistiller, resolve_layer_map, uniform_layer_map
