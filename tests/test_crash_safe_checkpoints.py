@@ -9,7 +9,8 @@ import sys
 
 import pytest
 
-from hf_prokt import ProKTTrainer, safe_checkpoints
+from hf_prokt import ProKTTrainer
+from hf_prokt.robustness import crash_safe_checkpoints as safe_checkpoints
 from tests.conftest import make_args, tiny_bert, toy_dataset
 
 

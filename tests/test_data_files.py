@@ -1,12 +1,12 @@
 """Bad data files are refused in one line that names the file and the cause, before anything is trained or
-written: `hf_prokt.data_files` directly, and through `examples/glue/run_glue.py`."""
+written: `hf_prokt.scripting.data_files` directly, and through `examples/glue/run_glue.py`."""
 
 import json
 import random
 
 import pytest
 
-from hf_prokt import data_files
+from hf_prokt.scripting import data_files
 from hf_prokt.scripting.data_files import DataFileError, first_non_utf8_byte, load_data_files
 from tests.test_run_glue import common_args, sentence, single_sentence_files, write_tsv
 

@@ -131,7 +131,8 @@ def required_columns(data_args: DataTrainingArguments, split: str, path: str) ->
 
 def read_local_files(data_args: DataTrainingArguments, cache_dir: str | None) -> datasets.DatasetDict:
     """CSV, TSV (GLUE's own files: tab-separated, quotes literal) or JSON(L) files as a DatasetDict; a file that
-    is empty, header-only, without a header row or not UTF-8 is refused in one line (`hf_prokt.data_files`)."""
+    is empty, header-only, without a header row or not UTF-8 is refused in one line
+    (`hf_prokt.scripting.data_files`)."""
     files = local_files(data_args)
     required = {split: required_columns(data_args, split, path) for split, path in files.items()}
     return load_data_files(files, required, columns_hint="--text_columns / --label_column", cache_dir=cache_dir)
