@@ -88,3 +88,39 @@ def test_first_non_utf8_byte_across_chunk_boundaries(tmp_path, monkeypatch):
         assert first_non_utf8_byte(str(path)) == (boundary, 0x80), boundary
     path.write_bytes(text[:-2])  # the last character cut short: its first byte is the offending one
     assert first_non_utf8_byte(str(path)) == (len(text) - 5, 0xF0)
+
+
+BOM = b"\xef\xbb\xbf"  # the UTF-8 byte-order mark spreadsheet programs write
+
+
+@pytest.mark.parametrize("extension", ["csv", "tsv", "jsonl", "json"])
+def test_a_byte_order_mark_is_read_as_such(tmp_path, extension):
+    rows = [("w1 w2", 0), ("w3", 1), ("w4 w5", 1)]
+    if extension == "jsonl":
+        text = "".join(json.dumps({"sentence": s, "label": label}) + "\n" for s, label in rows)
+    elif extension == "json":
+        text = json.dumps([{"sentence": s, "label": label} for s, label in rows])
+    else:
+        separator = "\t" if extension == "tsv" else ","
+        text = f"sentence{separator}label\n" + "".join(f"{s}{separator}{label}\n" for s, label in rows)
+    path = tmp_path / f"train.{extension}"
+    path.write_bytes(BOM + text.encode())
+    loaded = load_data_files({"train": str(path)}, {"train": ["sentence", "label"]},
+                             cache_dir=str(tmp_path / "cache"))["train"]
+    assert loaded.column_names == ["sentence", "label"]
+    assert loaded["sentence"] == [s for s, _ in rows] and loaded["label"] == [label for _, label in rows]
+
+
+def test_run_glue_trains_on_files_with_a_byte_order_mark(run_glue, tmp_path):
+    from tests.test_run_glue import model_dirs_in
+
+    train, dev = single_sentence_files(tmp_path, n_train=16, n_eval=8)
+    for path in (train, dev):
+        with open(path, "rb") as f:
+            data = f.read()
+        with open(path, "wb") as f:
+            f.write(BOM + data)
+    student = model_dirs_in(tmp_path / "models")["student"]
+    results = run_glue.main(common_args(tmp_path, train_file=train, validation_file=dev, strategy="finetune",
+                                        model_name_or_path=student, max_steps=1))
+    assert results["eval_samples"] == 8

@@ -223,6 +223,18 @@ def test_a_validation_file_with_a_tag_unseen_in_training_is_refused_before_anyth
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.parametrize("fmt", ["conll", "jsonl"])
+def test_a_byte_order_mark_is_no_part_of_the_first_word(run_ner, tmp_path, fmt):
+    sentences = tagged_sentences(4, 0)
+    path = (write_conll(tmp_path / "train.txt", sentences) if fmt == "conll"
+            else write_jsonl(tmp_path / "train.jsonl", sentences))
+    Path(path).write_bytes(b"\xef\xbb\xbf" + Path(path).read_bytes())
+    data_args = run_ner.DataTrainingArguments(train_file=path)
+    dataset, _ = run_ner.read_file(path, data_args, str(tmp_path / "cache"))
+    assert dataset["tokens"] == [words for words, _ in sentences]  # no "\ufeff-DOCSTART-" sentence
+    assert dataset["ner_tags"] == [tags for _, tags in sentences]
+
+
 @pytest.mark.parametrize("config", sorted((SCRIPT.parent / "configs").glob("*.json")), ids=lambda p: p.stem)
 def test_the_shipped_configs_parse(run_ner, config):
     model_args, data_args, training_args = run_ner.parse_arguments([str(config), "--output_dir", "elsewhere"])

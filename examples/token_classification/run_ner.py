@@ -50,6 +50,7 @@ from hf_prokt.scripting.arguments import (
     measure_text_compression,
     parse_config_and_flags,
 )
+from hf_prokt.scripting.data_files import ENCODING
 from hf_prokt.scripting.final_evaluation import final_evaluation
 from hf_prokt.scripting.run_folder import replace_previous_run, start_of_run
 from hf_prokt.scripting.shutdown import end_process
@@ -131,7 +132,7 @@ def read_conll(path: str) -> tuple[dict[str, list], list[int]]:
             first_lines.append(first_line)
         words, word_tags = [], []
 
-    with open(path, encoding="utf-8") as f:
+    with open(path, encoding=ENCODING) as f:  # a byte-order mark is no part of the first word
         for number, line in enumerate(f, start=1):
             parts = line.split()
             if not parts or parts[0] == "-DOCSTART-":

@@ -4,6 +4,7 @@
 ``DatasetGenerationError`` with the cause deep in a chained traceback, and a file without a header row as
 a cast error about columns. `load_data_files` checks each file first (reading it once) and raises `DataFileError`,
 naming the file and the cause (for an encoding error, the byte offset), before anything is trained or written.
+A UTF-8 byte-order mark at the start of a file is read as such, not as part of the first column's name.
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ from collections.abc import Mapping, Sequence
 import datasets
 
 TSV_OPTIONS = {"delimiter": "\t", "quoting": csv.QUOTE_NONE}  # GLUE's own files: tab-separated, quotes literal
+# UTF-8, with or without a byte-order mark (spreadsheet programs write one): the mark is not part of the header.
+ENCODING = "utf-8-sig"
 _CHUNK = 1 << 20
 
 
@@ -56,7 +59,7 @@ def first_non_utf8_byte(path: str) -> tuple[int, int] | None:
 def _first_lines(path: str, count: int) -> list[str]:
     """The first ``count`` non-blank lines (fewer when the file has fewer), newline stripped."""
     lines = []
-    with open(path, encoding="utf-8", errors="replace", newline="") as f:
+    with open(path, encoding=ENCODING, errors="replace", newline="") as f:
         for line in f:
             if line.strip():
                 lines.append(line.rstrip("\r\n"))
@@ -129,7 +132,9 @@ def load_data_files(files: Mapping[str, str], required_columns: Mapping[str, Seq
     kind = kinds.pop()
     for split, path in files.items():
         check_data_file(path, (required_columns or {}).get(split, ()), columns_hint)
-    builder, options = {"tsv": ("csv", TSV_OPTIONS), "csv": ("csv", {}), "json": ("json", {})}[kind]
+    # The JSON reader skips a byte-order mark itself (and would re-encode every block if told the encoding).
+    builder, options = {"tsv": ("csv", {**TSV_OPTIONS, "encoding": ENCODING}), "csv": ("csv", {"encoding": ENCODING}),
+                        "json": ("json", {})}[kind]
     try:
         return datasets.load_dataset(builder, data_files=dict(files), cache_dir=cache_dir, **options)
     except Exception as error:
