@@ -7,7 +7,7 @@ import random
 import pytest
 
 from hf_prokt.scripting import data_files
-from hf_prokt.scripting.data_files import DataFileError, first_non_utf8_byte, load_data_files
+from hf_prokt.scripting.data_files import DataFileError, RowLocator, first_non_utf8_byte, load_data_files, record_lines
 from tests.test_run_glue import common_args, sentence, single_sentence_files, write_tsv
 
 
@@ -124,3 +124,27 @@ def test_run_glue_trains_on_files_with_a_byte_order_mark(run_glue, tmp_path):
     results = run_glue.main(common_args(tmp_path, train_file=train, validation_file=dev, strategy="finetune",
                                         model_name_or_path=student, max_steps=1))
     assert results["eval_samples"] == 8
+
+
+def test_rows_are_named_by_the_line_an_editor_shows(tmp_path):
+    csv_file = tmp_path / "d.csv"  # a quoted record over two lines, blank lines
+    csv_file.write_text('sentence,label\nw1,0\n\n"w2\nw3",1\nw4,0\n')
+    tsv_file = tmp_path / "d.tsv"
+    tsv_file.write_text("sentence\tlabel\n\nw1\t0\nw2\t1\n")
+    jsonl_file = tmp_path / "d.jsonl"
+    jsonl_file.write_text('{"sentence": "w1", "label": 0}\n\n{"sentence": "w2", "label": 1}\n')
+    json_file = tmp_path / "d.json"
+    json_file.write_text('[\n{"sentence": "w1", "label": 0},\n{"sentence": "w2", "label": 1}\n]\n')
+    assert record_lines(str(csv_file)) == [2, 4, 6]
+    assert record_lines(str(tsv_file)) == [3, 4]
+    assert record_lines(str(jsonl_file)) == [1, 3]
+    assert record_lines(str(json_file)) is None
+    for path in (csv_file, tsv_file, jsonl_file, json_file):  # the lines match the examples as read
+        assert len(load_data_files({"train": str(path)}, cache_dir=str(tmp_path / "cache"))["train"]) == len(
+            record_lines(str(path)) or [0, 0])
+    files = {"train": str(csv_file), "validation": str(json_file), "test": str(tsv_file)}
+    locate = RowLocator({**files, "hub": "the hub split"}, files, {"train": 3, "validation": 2, "test": 5})
+    assert locate("train", 1) == f"{csv_file}, line 4"
+    assert locate("validation", 1) == f"{json_file}, record 2"
+    assert locate("test", 1) == f"{tsv_file}, row 2 after the header"  # 5 examples, but 2 lines: not trusted
+    assert locate("hub", 0) == "the hub split, row 1"

@@ -78,6 +78,66 @@ def header_of(path: str) -> list[str]:
     return next(csv.reader([lines[0]]))
 
 
+def record_lines(path: str) -> list[int] | None:
+    """The line of ``path`` (1-based, as an editor counts them) on which each of its examples starts, in the
+    order `load_data_files` reads them: after the header row of a CSV/TSV file, blank lines skipped, a CSV
+    record that spans lines at its first line. None for a JSON file that is not JSON lines (a list or an
+    object of columns), whose examples have no line of their own."""
+    kind = file_format(path)
+    with open(path, encoding=ENCODING, errors="replace", newline="") as f:
+        if kind == "csv":
+            reader, starts, end = csv.reader(f), [], 0
+            for record in reader:
+                start, end = end + 1, reader.line_num
+                if record:  # a blank line is an empty record
+                    starts.append(start)
+            return starts[1:]
+        lines = [(number, line.strip()) for number, line in enumerate(f, start=1) if line.strip()]
+    if kind == "tsv":
+        return [number for number, _ in lines[1:]]
+    if not all(text.startswith("{") and text.endswith("}") for _, text in lines):
+        return None
+    return [number for number, _ in lines]
+
+
+class RowLocator:
+    """Names an example of a split the way its user finds it: ``"train.tsv, line 4"`` for a CSV, TSV or
+    JSON-lines file, ``"train.json, record 4"`` for another JSON file, ``"<source>, row 4"`` for data that
+    is no file (a split of a Hub dataset). Lines are counted (`record_lines`) only when first asked for,
+    that is when there is an error to report.
+
+    Args:
+        sources: how to name each split: its file, or a description of it.
+        files: the split's local file, for the splits read from one.
+        lengths: the number of examples of each split as read; a file whose count of lines disagrees is
+            named by row (``"row 4 after the header"``).
+    """
+
+    def __init__(self, sources: Mapping[str, str], files: Mapping[str, str], lengths: Mapping[str, int]):
+        self.sources, self.files, self.lengths = dict(sources), dict(files), dict(lengths)
+        self._lines: dict[str, list[int] | None] = {}
+
+    def source(self, split: str) -> str:
+        return self.sources[split]
+
+    def row(self, split: str, index: int) -> str:
+        """``"line N"``, ``"record N"`` or ``"row N"`` for the example ``index`` (0-based) of ``split``."""
+        path = self.files.get(split)
+        if path is None:
+            return f"row {index + 1}"
+        if split not in self._lines:
+            lines = record_lines(path)
+            self._lines[split] = lines if lines is not None and len(lines) == self.lengths.get(split) else None
+        lines = self._lines[split]
+        if lines is not None:
+            return f"line {lines[index]}"
+        return f"record {index + 1}" if file_format(path) == "json" else f"row {index + 1} after the header"
+
+    def __call__(self, split: str, index: int) -> str:
+        """``"<source>, line N"`` (or record, row) for the example ``index`` of ``split``."""
+        return f"{self.source(split)}, {self.row(split, index)}"
+
+
 def check_data_file(path: str, required_columns: Sequence[str] = (), columns_hint: str | None = None) -> None:
     """Raise `DataFileError` when ``path`` is missing, empty or not UTF-8, or (CSV/TSV) has only a header or a
     first line without ``required_columns``.
