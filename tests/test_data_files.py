@@ -148,3 +148,21 @@ def test_rows_are_named_by_the_line_an_editor_shows(tmp_path):
     assert locate("validation", 1) == f"{json_file}, record 2"
     assert locate("test", 1) == f"{tsv_file}, row 2 after the header"  # 5 examples, but 2 lines: not trusted
     assert locate("hub", 0) == "the hub split, row 1"
+
+
+def test_an_example_without_its_text_is_refused_naming_file_and_line(run_glue, tmp_path):
+    train, dev = single_sentence_files(tmp_path, n_train=8, n_eval=4)
+    holed = tmp_path / "holed.tsv"
+    holed.write_text("sentence\tlabel\nw1 w2\t0\n\t1\nw3\t0\n  \t1\n")  # an empty field, then only spaces
+    refused(run_glue, tmp_path, rf"^{holed}, line 3: the 'sentence' text is empty; 1 more row\(s\) too: line 5\. "
+            "Every example needs its text", train_file=str(holed), validation_file=dev)
+    pairs = tmp_path / "pairs.csv"
+    pairs.write_text("sentence1,sentence2,label\nw1,w2,0\nw3,w4,1\nw5,,0\n")
+    refused(run_glue, tmp_path, rf"^{pairs}, line 4: the 'sentence2' text is empty\.", train_file=str(pairs))
+    for value in (None, "", 7):
+        lines = tmp_path / "dev.jsonl"
+        lines.write_text(json.dumps({"sentence": "w1", "label": 0}) + "\n"
+                         + json.dumps({"sentence": value, "label": 1}) + "\n")
+        what = "is 7, not text" if value == 7 else "is empty"
+        refused(run_glue, tmp_path, rf"^{lines}, line 2: the 'sentence' text {what}\.",
+                train_file=str(lines), validation_file=str(lines))

@@ -206,6 +206,25 @@ def more_rows(locate: RowLocator, split: str, rows: list[int]) -> str:
     return f"; {len(rows)} more row(s) too: {named}{', ...' if len(rows) > 3 else ''}"
 
 
+def check_texts(data_args: DataTrainingArguments, raw: datasets.DatasetDict, columns: tuple[str, str | None],
+                locate: RowLocator) -> None:
+    """Refuse, before anything is tokenized, an example without its text: a missing field (an empty field of a
+    CSV/TSV file, a JSON null), a value that is not text, and in a local file a text of nothing but spaces."""
+    local = local_files(data_args)
+    for split, dataset in raw.items():
+        for column in columns:
+            if column is None or column not in dataset.column_names:
+                continue
+            bad = [(row, text) for row, text in enumerate(dataset[column]) if not isinstance(text, str)
+                   or (split in local and not text.strip())]
+            if not bad:
+                continue
+            (row, text), others = bad[0], more_rows(locate, split, [r for r, _ in bad[1:]])
+            what = "is empty" if text is None or isinstance(text, str) else f"is {text!r}, not text"
+            raise ValueError(f"{locate(split, row)}: the {column!r} text {what}{others}. Every example needs its "
+                             "text: fill it in, or remove the row.")
+
+
 def check_labels(data_args: DataTrainingArguments, raw: datasets.DatasetDict, value_to_name: dict | None,
                  locate: RowLocator) -> None:
     """Refuse, before training, a split with a label outside the label list (a class absent from the training
@@ -316,8 +335,9 @@ def main(argv: list[str] | None = None) -> dict:
     raw = load_raw_data(data_args, model_args)
     reference_split = "train" if "train" in raw else "validation"
     first, second = text_columns(data_args, raw[reference_split].column_names)
-    is_regression, value_to_name = label_setup(data_args, raw)
     locate = row_locator(data_args, raw)
+    check_texts(data_args, raw, (first, second), locate)
+    is_regression, value_to_name = label_setup(data_args, raw)
     check_labels(data_args, raw, value_to_name, locate)
     label_names = list(value_to_name.values()) if value_to_name else None
     if label_names:
