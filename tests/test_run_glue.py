@@ -2,6 +2,7 @@
 
 import json
 import random
+import re
 from pathlib import Path
 
 import numpy as np
@@ -358,6 +359,16 @@ def test_an_unseen_label_in_the_validation_file_is_refused_before_anything_is_wr
                                          r".*train\.tsv; 1 more row\(s\) too: line 6\. Every label"):
         run_glue.main(common_args(tmp_path, train_file=train, validation_file=dev, strategy="finetune",
                                   model_name_or_path=model_dirs["student"]))
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_training_file_with_one_class_is_refused_naming_it(run_glue, model_dirs, tmp_path):
+    train, _ = single_sentence_files(tmp_path, n_train=8, labels=("positive",))
+    with pytest.raises(ValueError, match=rf"^{re.escape(train)}: every example has the label 'positive', the only "
+                                         "label found: a classification needs at least two classes"):
+        run_glue.main(common_args(tmp_path, train_file=train, validation_file=train, strategy="kd",
+                                  student_num_layers=2, teacher_model_name_or_path=model_dirs["teacher"],
+                                  ignore_mismatched_sizes=True))
     assert not (tmp_path / "out").exists()
 
 

@@ -253,6 +253,17 @@ def check_labels(data_args: DataTrainingArguments, raw: datasets.DatasetDict, va
         )
 
 
+def check_label_count(value_to_name: dict | None, source: str) -> None:
+    """Refuse a classification with fewer than two classes: one output is a regression head, and a classifier
+    that can answer only one class learns nothing."""
+    if value_to_name is not None and len(value_to_name) < 2:
+        raise ValueError(
+            f"{source}: every example has the label {next(iter(value_to_name.values()))!r}, the only label found: "
+            "a classification needs at least two classes. Add examples of the other class(es) to the training "
+            "file."
+        )
+
+
 def named_label_order(label_names: list[str], source: str, config) -> list[str] | None:
     """The label order of a fine-tuned checkpoint that names its labels (its head's rows follow it), checked to
     be the data's set of names; None for a checkpoint without names (``LABEL_0``, ...)."""
@@ -339,6 +350,7 @@ def main(argv: list[str] | None = None) -> dict:
     check_texts(data_args, raw, (first, second), locate)
     is_regression, value_to_name = label_setup(data_args, raw)
     check_labels(data_args, raw, value_to_name, locate)
+    check_label_count(value_to_name, locate.source(reference_split))
     label_names = list(value_to_name.values()) if value_to_name else None
     if label_names:
         label_names = label_order(label_names, model_args, training_args.strategy)
