@@ -4,6 +4,7 @@ a process killed (SIGKILL) anywhere in a save resumes to the same result as an u
 import json
 import logging
 import os
+import re
 import subprocess
 import sys
 
@@ -65,8 +66,15 @@ def test_resume_true_takes_the_last_complete_checkpoint_and_says_what_it_skipped
 
 
 def test_resume_true_without_a_complete_checkpoint_names_them(tmp_path):
-    (tmp_path / "out" / "checkpoint-2").mkdir(parents=True)
-    with pytest.raises(ValueError, match=r"none of the checkpoints .* is complete \(checkpoint-2: no checkpoint_"):
+    # The Trainer's own words first ("No valid checkpoint found in output directory"), then why.
+    out = tmp_path / "out"
+    no_valid = re.escape(f"No valid checkpoint found in output directory ({out}): resume_from_checkpoint=True, but ")
+    (out / "checkpoint-2").mkdir(parents=True)
+    with pytest.raises(ValueError, match=rf"^{no_valid}none of the checkpoints .* is complete \(checkpoint-2: "
+                                         r"no checkpoint_"):
+        build(tmp_path).train(resume_from_checkpoint=True)
+    (out / "checkpoint-2").rmdir()
+    with pytest.raises(ValueError, match=rf"^{no_valid}{re.escape(str(out))} holds no checkpoint-\* folder"):
         build(tmp_path).train(resume_from_checkpoint=True)
 
 

@@ -47,7 +47,8 @@ def test_resolve_resume_checkpoint(tmp_path):
         resolve_resume_checkpoint("ckpt-3", str(tmp_path))
     only_incomplete = tmp_path / "interrupted"
     (only_incomplete / "checkpoint-3").mkdir(parents=True)
-    with pytest.raises(ValueError, match=r"none of the checkpoints .* is complete \(checkpoint-3: no checkpoint_"):
+    with pytest.raises(ValueError, match=r"^No valid checkpoint found in output directory \(.*interrupted\): .*none of "
+                                         r"the checkpoints .* is complete \(checkpoint-3: no checkpoint_"):
         resolve_resume_checkpoint("true", str(only_incomplete))
 
 

@@ -2,6 +2,7 @@
 
 import json
 import random
+import re
 from pathlib import Path
 
 import numpy as np
@@ -354,27 +355,38 @@ def test_an_unseen_label_in_the_validation_file_is_refused_before_anything_is_wr
     rng = random.Random(5)
     dev = write_tsv(tmp_path / "dev.tsv", ["sentence", "label"],
                     [(sentence(rng), label) for label in (0, 1, 2, 1, 2)])
-    with pytest.raises(ValueError, match=r"dev\.tsv: label 2 at row 3 \(not counting the header\); 1 more row\(s\) "
-                                         r"too, e\.g\. 5 is not one of the labels \[0, 1\] of .*train\.tsv"):
+    with pytest.raises(ValueError, match=r"dev\.tsv, line 4: label 2 is not one of the labels \[0, 1\] of "
+                                         r".*train\.tsv; 1 more row\(s\) too: line 6\. Every label"):
         run_glue.main(common_args(tmp_path, train_file=train, validation_file=dev, strategy="finetune",
                                   model_name_or_path=model_dirs["student"]))
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_training_file_with_one_class_is_refused_naming_it(run_glue, model_dirs, tmp_path):
+    train, _ = single_sentence_files(tmp_path, n_train=8, labels=("positive",))
+    with pytest.raises(ValueError, match=rf"^{re.escape(train)}: every example has the label 'positive', the only "
+                                         "label found: a classification needs at least two classes"):
+        run_glue.main(common_args(tmp_path, train_file=train, validation_file=train, strategy="kd",
+                                  student_num_layers=2, teacher_model_name_or_path=model_dirs["teacher"],
+                                  ignore_mismatched_sizes=True))
     assert not (tmp_path / "out").exists()
 
 
 def test_a_missing_label_is_refused_but_an_unlabelled_test_file_is_not(run_glue, tmp_path):
     train, dev = single_sentence_files(tmp_path)
     holed = tmp_path / "holed.csv"
-    holed.write_text("sentence,label\nw1 w2,yes\nw3,\nw4,no\n")
-    with pytest.raises(ValueError, match=r"holed\.csv: row 2 \(not counting the header\) has no 'label' label"):
+    holed.write_text("sentence,label\nw1 w2,yes\n\nw3,\nw4,no\n")  # lines as an editor counts them, blank ones too
+    with pytest.raises(ValueError, match=r"holed\.csv, line 4: no 'label' label\. Fill it in"):
         run_glue.main(common_args(tmp_path, train_file=str(holed), strategy="finetune", model_name_or_path="none"))
     datasets_ = __import__("datasets")
     raw = datasets_.DatasetDict({"train": datasets_.Dataset.from_dict({"label": [0, 1]}),
                                  "test": datasets_.Dataset.from_dict({"label": [-1, None, 1]})})
     data_args = run_glue.DataTrainingArguments(task_name="sst2")
-    run_glue.check_labels(data_args, raw, {0: "negative", 1: "positive"}, {"train": "t", "test": "u"})
+    locate = run_glue.RowLocator({"train": "t", "test": "u", "validation": "v"}, {}, {})
+    run_glue.check_labels(data_args, raw, {0: "negative", 1: "positive"}, locate)
     raw["validation"] = datasets_.Dataset.from_dict({"label": [0, -1]})
-    with pytest.raises(ValueError, match="v: label -1 at row 2"):
-        run_glue.check_labels(data_args, raw, {0: "negative", 1: "positive"}, {"train": "t", "validation": "v"})
+    with pytest.raises(ValueError, match="v, row 2: label -1 is not one"):
+        run_glue.check_labels(data_args, raw, {0: "negative", 1: "positive"}, locate)
 
 
 def test_a_student_with_a_smaller_vocabulary_is_named_as_the_mismatch(run_glue, model_dirs, tmp_path):

@@ -3,6 +3,7 @@ and JSON files written here."""
 
 import json
 import random
+import re
 from pathlib import Path
 
 import pytest
@@ -221,6 +222,38 @@ def test_a_validation_file_with_a_tag_unseen_in_training_is_refused_before_anyth
     message = str(error.value)
     assert message.startswith(where) and "'B-MISC'" in message and "not in the training data's tag set" in message
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize(("tokens", "tags", "message"), [
+    (None, None, "a sentence without words (tokens is None)"),
+    ([], [], "a sentence without words (tokens is [])"),
+    (["w1", None], ["O", "O"], "word 2 of the sentence is None, not a word"),
+    (["w1", " "], ["O", "O"], "word 2 of the sentence is ' ', not a word"),
+    (["w1", "w2"], None, "no tags (ner_tags is null), but the file's other sentences have them"),
+])
+def test_a_sentence_without_words_or_tags_is_refused_naming_it(run_ner, model_dirs, tmp_path, tokens, tags,
+                                                               message):
+    rows = [{"tokens": words, "ner_tags": word_tags} for words, word_tags in tagged_sentences(6, 0)]
+    rows[2] = {"tokens": tokens, "ner_tags": tags}
+    train = tmp_path / "train.jsonl"
+    train.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    argv = common_args(tmp_path, train_file=str(train), do_eval=False, strategy="finetune",
+                       model_name_or_path=model_dirs["student"])
+    with pytest.raises(ValueError, match="^" + re.escape(f"{train}, sentence 3: {message}")):
+        run_ner.main(argv)
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("fmt", ["conll", "jsonl"])
+def test_a_byte_order_mark_is_no_part_of_the_first_word(run_ner, tmp_path, fmt):
+    sentences = tagged_sentences(4, 0)
+    path = (write_conll(tmp_path / "train.txt", sentences) if fmt == "conll"
+            else write_jsonl(tmp_path / "train.jsonl", sentences))
+    Path(path).write_bytes(b"\xef\xbb\xbf" + Path(path).read_bytes())
+    data_args = run_ner.DataTrainingArguments(train_file=path)
+    dataset, _ = run_ner.read_file(path, data_args, str(tmp_path / "cache"))
+    assert dataset["tokens"] == [words for words, _ in sentences]  # no "\ufeff-DOCSTART-" sentence
+    assert dataset["ner_tags"] == [tags for _, tags in sentences]
 
 
 @pytest.mark.parametrize("config", sorted((SCRIPT.parent / "configs").glob("*.json")), ids=lambda p: p.stem)

@@ -54,7 +54,7 @@ from hf_prokt.scripting.arguments import (
     measure_text_compression,
     parse_config_and_flags,
 )
-from hf_prokt.scripting.data_files import file_format, header_of, load_data_files
+from hf_prokt.scripting.data_files import RowLocator, file_format, header_of, load_data_files
 from hf_prokt.scripting.final_evaluation import final_evaluation
 from hf_prokt.scripting.run_folder import replace_previous_run, start_of_run
 from hf_prokt.scripting.shutdown import end_process
@@ -188,18 +188,49 @@ def label_setup(data_args: DataTrainingArguments, raw: datasets.DatasetDict) -> 
     return False, {value: str(value) for value in sorted(values)}
 
 
-def data_sources(data_args: DataTrainingArguments, raw: datasets.DatasetDict) -> dict[str, str]:
-    """How to name each split in a message: its file, or the split of the Hub dataset."""
+def row_locator(data_args: DataTrainingArguments, raw: datasets.DatasetDict) -> RowLocator:
+    """How to name an example in a message: its file and line (``"dev.tsv, line 4"``), or the split of the Hub
+    dataset and the row."""
     files = local_files(data_args)
-    return {split: files.get(split) or f"the {split} split of nyu-mll/glue ({data_args.task_name})" for split in raw}
+    sources = {split: files.get(split) or f"the {split} split of nyu-mll/glue ({data_args.task_name})"
+               for split in raw}
+    return RowLocator(sources, {split: path for split, path in files.items() if split in raw},
+                      {split: len(dataset) for split, dataset in raw.items()})
+
+
+def more_rows(locate: RowLocator, split: str, rows: list[int]) -> str:
+    """``"; 2 more row(s) too: line 6, line 9"`` for the rows after the first one reported (at most three)."""
+    if not rows:
+        return ""
+    named = ", ".join(locate.row(split, row) for row in rows[:3])
+    return f"; {len(rows)} more row(s) too: {named}{', ...' if len(rows) > 3 else ''}"
+
+
+def check_texts(data_args: DataTrainingArguments, raw: datasets.DatasetDict, columns: tuple[str, str | None],
+                locate: RowLocator) -> None:
+    """Refuse, before anything is tokenized, an example without its text: a missing field (an empty field of a
+    CSV/TSV file, a JSON null), a value that is not text, and in a local file a text of nothing but spaces."""
+    local = local_files(data_args)
+    for split, dataset in raw.items():
+        for column in columns:
+            if column is None or column not in dataset.column_names:
+                continue
+            bad = [(row, text) for row, text in enumerate(dataset[column]) if not isinstance(text, str)
+                   or (split in local and not text.strip())]
+            if not bad:
+                continue
+            (row, text), others = bad[0], more_rows(locate, split, [r for r, _ in bad[1:]])
+            what = "is empty" if text is None or isinstance(text, str) else f"is {text!r}, not text"
+            raise ValueError(f"{locate(split, row)}: the {column!r} text {what}{others}. Every example needs its "
+                             "text: fill it in, or remove the row.")
 
 
 def check_labels(data_args: DataTrainingArguments, raw: datasets.DatasetDict, value_to_name: dict | None,
-                 sources: dict[str, str]) -> None:
+                 locate: RowLocator) -> None:
     """Refuse, before training, a split with a label outside the label list (a class absent from the training
     file would be mapped to no class) or a missing label. Test splits may leave rows unlabelled (-1 or empty)."""
     column = data_args.label_column
-    reference = sources.get("train" if "train" in raw else "validation")
+    reference = locate.source("train" if "train" in raw else "validation")
     for split, dataset in raw.items():
         if column not in dataset.column_names:
             continue
@@ -213,15 +244,23 @@ def check_labels(data_args: DataTrainingArguments, raw: datasets.DatasetDict, va
         if not bad:
             continue
         row, value = bad[0]
-        others = f"; {len(bad) - 1} more row(s) too, e.g. {', '.join(str(r + 1) for r, _ in bad[1:4])}" if len(
-            bad) > 1 else ""
-        where = f"row {row + 1} (not counting the header){others}"
+        where, others = locate(split, row), more_rows(locate, split, [r for r, _ in bad[1:]])
         if value is None:
-            raise ValueError(f"{sources[split]}: {where} has no {column!r} label. Fill it in or remove the row.")
+            raise ValueError(f"{where}: no {column!r} label{others}. Fill it in or remove the row.")
         raise ValueError(
-            f"{sources[split]}: label {value!r} at {where} is not one of the labels {list(value_to_name)} of "
-            f"{reference}. Every label must occur in the training data: add examples of it there, or remove "
-            "those rows."
+            f"{where}: label {value!r} is not one of the labels {list(value_to_name)} of {reference}{others}. "
+            "Every label must occur in the training data: add examples of it there, or remove those rows."
+        )
+
+
+def check_label_count(value_to_name: dict | None, source: str) -> None:
+    """Refuse a classification with fewer than two classes: one output is a regression head, and a classifier
+    that can answer only one class learns nothing."""
+    if value_to_name is not None and len(value_to_name) < 2:
+        raise ValueError(
+            f"{source}: every example has the label {next(iter(value_to_name.values()))!r}, the only label found: "
+            "a classification needs at least two classes. Add examples of the other class(es) to the training "
+            "file."
         )
 
 
@@ -307,8 +346,11 @@ def main(argv: list[str] | None = None) -> dict:
     raw = load_raw_data(data_args, model_args)
     reference_split = "train" if "train" in raw else "validation"
     first, second = text_columns(data_args, raw[reference_split].column_names)
+    locate = row_locator(data_args, raw)
+    check_texts(data_args, raw, (first, second), locate)
     is_regression, value_to_name = label_setup(data_args, raw)
-    check_labels(data_args, raw, value_to_name, data_sources(data_args, raw))
+    check_labels(data_args, raw, value_to_name, locate)
+    check_label_count(value_to_name, locate.source(reference_split))
     label_names = list(value_to_name.values()) if value_to_name else None
     if label_names:
         label_names = label_order(label_names, model_args, training_args.strategy)

@@ -50,6 +50,7 @@ from hf_prokt.scripting.arguments import (
     measure_text_compression,
     parse_config_and_flags,
 )
+from hf_prokt.scripting.data_files import ENCODING
 from hf_prokt.scripting.final_evaluation import final_evaluation
 from hf_prokt.scripting.run_folder import replace_previous_run, start_of_run
 from hf_prokt.scripting.shutdown import end_process
@@ -131,7 +132,7 @@ def read_conll(path: str) -> tuple[dict[str, list], list[int]]:
             first_lines.append(first_line)
         words, word_tags = [], []
 
-    with open(path, encoding="utf-8") as f:
+    with open(path, encoding=ENCODING) as f:  # a byte-order mark is no part of the first word
         for number, line in enumerate(f, start=1):
             parts = line.split()
             if not parts or parts[0] == "-DOCSTART-":
@@ -192,7 +193,8 @@ def tag_names(raw: datasets.DatasetDict, split: str, column: str) -> list[str]:
     feature = raw[split].features[column]
     inner = getattr(feature, "feature", None)
     class_label = inner if isinstance(inner, datasets.ClassLabel) else None
-    return [[class_label.names[t] if class_label else str(t) for t in row] for row in raw[split][column]]
+    return [None if row is None else [class_label.names[t] if class_label else str(t) for t in row]
+            for row in raw[split][column]]  # None: a JSON null, refused by check_tags
 
 
 def label_list(raw: datasets.DatasetDict, data_args: DataTrainingArguments) -> list[str]:
@@ -209,13 +211,14 @@ def label_list(raw: datasets.DatasetDict, data_args: DataTrainingArguments) -> l
     inner = getattr(raw[split].features[column], "feature", None)
     if isinstance(inner, datasets.ClassLabel):
         return list(inner.names)
-    return sorted({tag for row in tag_names(raw, split, column) for tag in row})
+    return sorted({tag for row in tag_names(raw, split, column) if row is not None for tag in row})
 
 
 def check_tags(raw: datasets.DatasetDict, origins: dict, data_args: DataTrainingArguments,
                labels: list[str]) -> None:
-    """Refuse, before anything is trained or written, data whose rows are malformed or whose tags the
-    training data does not have (a model cannot learn or predict a tag it has no output for)."""
+    """Refuse, before anything is trained or written, data whose rows are malformed (a sentence without words,
+    an empty word, a labelled file's sentence without tags) or whose tags the training data does not have (a
+    model cannot learn or predict a tag it has no output for)."""
     known = set(labels)
     text, column = data_args.text_column_name, data_args.label_column_name
     for split, dataset in raw.items():
@@ -227,6 +230,16 @@ def check_tags(raw: datasets.DatasetDict, origins: dict, data_args: DataTraining
         for index, (words, tags) in enumerate(zip(dataset[text], rows)):
             where = (f"{path}, line {first_lines[index]}" if first_lines[index] is not None
                      else f"{path}, sentence {index + 1}")
+            if not words:  # a JSON null or []
+                raise ValueError(f"{where}: a sentence without words ({text} is {words!r}). Every sentence needs "
+                                 "its words: fill them in, or remove the sentence.")
+            empty = [position for position, word in enumerate(words) if not isinstance(word, str) or not word.strip()]
+            if empty:
+                raise ValueError(f"{where}: word {empty[0] + 1} of the sentence is {words[empty[0]]!r}, not a word. "
+                                 "Every word needs its text: fill it in, or remove it (and its tag).")
+            if tags is None and has_tags:
+                raise ValueError(f"{where}: no tags ({column} is null), but the file's other sentences have "
+                                 "them: give every sentence its tags.")
             if tags is None:
                 continue
             if len(words) != len(tags):

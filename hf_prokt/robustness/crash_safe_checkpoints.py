@@ -110,15 +110,17 @@ def resolve_last_complete(run_dir: str) -> str:
     if folder is not None:
         logger.info("Resuming from %s, the last complete checkpoint in %s.", folder, run_dir)
         return folder
+    # The `Trainer`'s own words first: code that handles its error recognises this one.
+    no_valid = f"No valid checkpoint found in output directory ({run_dir})"
     others = checkpoint_folders(run_dir)
     if others:
         raise ValueError(
-            f"resume_from_checkpoint=True, but none of the checkpoints in {run_dir} is complete "
+            f"{no_valid}: resume_from_checkpoint=True, but none of the checkpoints in {run_dir} is complete "
             f"({', '.join(os.path.basename(f) + ': ' + why_incomplete(f) for f in others)}). Pass the path of "
             "one you trust as resume_from_checkpoint=<folder> to resume from it anyway, or start afresh."
         )
     raise ValueError(
-        f"resume_from_checkpoint=True, but {run_dir} holds no checkpoint-* folder. Start without "
+        f"{no_valid}: resume_from_checkpoint=True, but {run_dir} holds no checkpoint-* folder. Start without "
         "resume_from_checkpoint, or pass the path of a checkpoint folder."
     )
 

@@ -4,6 +4,7 @@
 ``DatasetGenerationError`` with the cause deep in a chained traceback, and a file without a header row as
 a cast error about columns. `load_data_files` checks each file first (reading it once) and raises `DataFileError`,
 naming the file and the cause (for an encoding error, the byte offset), before anything is trained or written.
+A UTF-8 byte-order mark at the start of a file is read as such, not as part of the first column's name.
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ from collections.abc import Mapping, Sequence
 import datasets
 
 TSV_OPTIONS = {"delimiter": "\t", "quoting": csv.QUOTE_NONE}  # GLUE's own files: tab-separated, quotes literal
+# UTF-8, with or without a byte-order mark (spreadsheet programs write one): the mark is not part of the header.
+ENCODING = "utf-8-sig"
 _CHUNK = 1 << 20
 
 
@@ -56,7 +59,7 @@ def first_non_utf8_byte(path: str) -> tuple[int, int] | None:
 def _first_lines(path: str, count: int) -> list[str]:
     """The first ``count`` non-blank lines (fewer when the file has fewer), newline stripped."""
     lines = []
-    with open(path, encoding="utf-8", errors="replace", newline="") as f:
+    with open(path, encoding=ENCODING, errors="replace", newline="") as f:
         for line in f:
             if line.strip():
                 lines.append(line.rstrip("\r\n"))
@@ -73,6 +76,66 @@ def header_of(path: str) -> list[str]:
     if file_format(path) == "tsv":
         return lines[0].split("\t")
     return next(csv.reader([lines[0]]))
+
+
+def record_lines(path: str) -> list[int] | None:
+    """The line of ``path`` (1-based, as an editor counts them) on which each of its examples starts, in the
+    order `load_data_files` reads them: after the header row of a CSV/TSV file, blank lines skipped, a CSV
+    record that spans lines at its first line. None for a JSON file that is not JSON lines (a list or an
+    object of columns), whose examples have no line of their own."""
+    kind = file_format(path)
+    with open(path, encoding=ENCODING, errors="replace", newline="") as f:
+        if kind == "csv":
+            reader, starts, end = csv.reader(f), [], 0
+            for record in reader:
+                start, end = end + 1, reader.line_num
+                if record:  # a blank line is an empty record
+                    starts.append(start)
+            return starts[1:]
+        lines = [(number, line.strip()) for number, line in enumerate(f, start=1) if line.strip()]
+    if kind == "tsv":
+        return [number for number, _ in lines[1:]]
+    if not all(text.startswith("{") and text.endswith("}") for _, text in lines):
+        return None
+    return [number for number, _ in lines]
+
+
+class RowLocator:
+    """Names an example of a split the way its user finds it: ``"train.tsv, line 4"`` for a CSV, TSV or
+    JSON-lines file, ``"train.json, record 4"`` for another JSON file, ``"<source>, row 4"`` for data that
+    is no file (a split of a Hub dataset). Lines are counted (`record_lines`) only when first asked for,
+    that is when there is an error to report.
+
+    Args:
+        sources: how to name each split: its file, or a description of it.
+        files: the split's local file, for the splits read from one.
+        lengths: the number of examples of each split as read; a file whose count of lines disagrees is
+            named by row (``"row 4 after the header"``).
+    """
+
+    def __init__(self, sources: Mapping[str, str], files: Mapping[str, str], lengths: Mapping[str, int]):
+        self.sources, self.files, self.lengths = dict(sources), dict(files), dict(lengths)
+        self._lines: dict[str, list[int] | None] = {}
+
+    def source(self, split: str) -> str:
+        return self.sources[split]
+
+    def row(self, split: str, index: int) -> str:
+        """``"line N"``, ``"record N"`` or ``"row N"`` for the example ``index`` (0-based) of ``split``."""
+        path = self.files.get(split)
+        if path is None:
+            return f"row {index + 1}"
+        if split not in self._lines:
+            lines = record_lines(path)
+            self._lines[split] = lines if lines is not None and len(lines) == self.lengths.get(split) else None
+        lines = self._lines[split]
+        if lines is not None:
+            return f"line {lines[index]}"
+        return f"record {index + 1}" if file_format(path) == "json" else f"row {index + 1} after the header"
+
+    def __call__(self, split: str, index: int) -> str:
+        """``"<source>, line N"`` (or record, row) for the example ``index`` of ``split``."""
+        return f"{self.source(split)}, {self.row(split, index)}"
 
 
 def check_data_file(path: str, required_columns: Sequence[str] = (), columns_hint: str | None = None) -> None:
@@ -129,7 +192,9 @@ def load_data_files(files: Mapping[str, str], required_columns: Mapping[str, Seq
     kind = kinds.pop()
     for split, path in files.items():
         check_data_file(path, (required_columns or {}).get(split, ()), columns_hint)
-    builder, options = {"tsv": ("csv", TSV_OPTIONS), "csv": ("csv", {}), "json": ("json", {})}[kind]
+    # The JSON reader skips a byte-order mark itself (and would re-encode every block if told the encoding).
+    builder, options = {"tsv": ("csv", {**TSV_OPTIONS, "encoding": ENCODING}), "csv": ("csv", {"encoding": ENCODING}),
+                        "json": ("json", {})}[kind]
     try:
         return datasets.load_dataset(builder, data_files=dict(files), cache_dir=cache_dir, **options)
     except Exception as error:
