@@ -51,6 +51,7 @@ from transformers import (
 )
 
 from hf_prokt import ProKTTrainer, ProKTTrainingArguments
+from hf_prokt.pair_checks import check_distillation_pair
 from hf_prokt.scripting.arguments import (
     CompressionArguments,
     HubLoadingArguments,
@@ -140,8 +141,9 @@ class DataTrainingArguments(RunOutputArguments):
         for path in (self.train_file, self.validation_file):
             if path and path.lower().endswith(STRUCTURED_EXTENSIONS):
                 raise ValueError(f"{path}: --train_file and --validation_file are read as plain text, one document "
-                                 "per line. Write the text column to a .txt file, or load the file with "
-                                 "--dataset_name json (csv, parquet) and --text_column_name.")
+                                 "per line. Write the text column to a .txt file, or pass a folder holding the file "
+                                 "(named train.jsonl, validation.jsonl...) as --dataset_name, with "
+                                 "--text_column_name.")
         if self.streaming and self.validation_split_percentage:
             raise ValueError("--validation_split_percentage holds out part of a dataset read in full; with "
                              "--streaming give --validation_file (or a dataset with a 'validation' split).")
@@ -237,9 +239,9 @@ def load_raw_text(data_args: DataTrainingArguments, model_args: ModelArguments) 
 
 def tokenize_into_blocks(dataset, tokenizer, text_column: str, block_size: int, data_args: DataTrainingArguments,
                          split: str):
-    """The documents of ``dataset`` (blank ones skipped) tokenized, concatenated and cut into blocks of
-    ``block_size`` tokens (each document with its own special tokens; the last, shorter piece dropped). A Dataset
-    stays a Dataset, an IterableDataset is cut as it is read."""
+    """The documents of ``dataset`` (blank ones skipped) tokenized, each with its own special tokens, then
+    concatenated 1,000 at a time and cut into blocks of ``block_size`` tokens (the last, shorter piece of every
+    1,000 dropped). A Dataset stays a Dataset, an IterableDataset is cut as it is read."""
     columns = dataset.column_names
     if columns is not None and text_column not in columns:
         raise ValueError(f"the {split} data has no column {text_column!r} (columns: {columns}): set "
@@ -373,6 +375,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     teacher, student = build_models(model_args, training_args)
     tokenizer = load_tokenizer(model_args)
+    check_distillation_pair(student, teacher)  # a vocabulary mismatch is the pair's first
     if len(tokenizer) > student.config.vocab_size:
         raise ValueError(f"the tokenizer has {len(tokenizer)} tokens but the student's vocabulary only "
                          f"{student.config.vocab_size}: use the models' own tokenizer (--tokenizer_name).")
