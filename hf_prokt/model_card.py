@@ -79,17 +79,26 @@ def student_origin(student: nn.Module | None) -> str | None:
             f"{teacher_layers} layers ({', '.join(map(str, layers))}),{width} {copied}")
 
 
+# The Hub tasks of the kinds distilled before any task (no head, or the masked-LM head of pretraining): their
+# distillation is general distillation (TinyBERT's first stage), whatever the data.
+GENERAL_DISTILLATION_TASKS = ("feature-extraction", "fill-mask")
+
+
 def _opening_sentence(trainer, student: nn.Module, dataset: str | None) -> str:
-    """The card's first sentence: what the student is, how it was trained, and on what data."""
+    """The card's first sentence: what the student is, how it was trained, and on what data; for a student
+    without a task head (or with a masked-LM head) distilled from a teacher, that it is the general distillation
+    of that teacher on that data."""
     origin = student_origin(student)
     source = _source(student)
     made = (f"a student {origin}" if origin else
             f"a student initialised from `{source}`" if source else "a student trained from scratch")
     teacher = trainer.teacher_model
     how = trainer.strategy.summary
+    data = f"on {dataset}" if dataset else "on an unnamed dataset (pass dataset= to create_model_card to name it)"
+    if teacher is not None and _name(teacher) and task_type(student) in GENERAL_DISTILLATION_TASKS:
+        return f"This model is {made}, trained by general distillation of `{_name(teacher)}` {data} ({how})."
     if teacher is not None and _name(teacher):
         how += f" (`{_name(teacher)}`)"
-    data = f"on {dataset}" if dataset else "on an unnamed dataset (pass dataset= to create_model_card to name it)"
     return f"This model is {made}, {how}, {data}."
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import datasets
 import pytest
 import torch
-from transformers import AutoModel, BertConfig, BertForMaskedLM, BertModel
+from transformers import AutoModel, BertConfig, BertForMaskedLM, BertForSequenceClassification, BertModel
 
 from hf_prokt import ProKTTrainer, ProKTTrainingArguments, student_from_teacher
 from hf_prokt.model_kinds import model_kind_of
@@ -106,3 +106,26 @@ def test_headless_set_ups_that_cannot_work_are_refused_before_anything_is_writte
         ProKTTrainer(model=student, teacher_model=teacher, args=arguments(tmp_path, **settings),
                      train_dataset=text_blocks())
     assert not (tmp_path / "out").exists()
+
+
+def test_the_card_opens_with_the_general_distillation_of_the_teacher_on_the_data(tmp_path):
+    teacher, student = headless_pair()
+    teacher.config._name_or_path = "my-org/bert-teacher"
+    trainer = ProKTTrainer(model=student, teacher_model=teacher, args=arguments(tmp_path, max_steps=1),
+                           train_dataset=text_blocks())
+    trainer.train()
+    trainer.create_model_card(dataset="corpus.txt", tasks="feature-extraction")
+    opening = (tmp_path / "out" / "README.md").read_text().split("# out\n", 1)[1].strip().splitlines()[0]
+    assert opening.startswith("This model is a student built from")
+    assert "trained by general distillation of `my-org/bert-teacher` on corpus.txt (distilled from a frozen" in opening
+
+    # A student with a task head is distilled for its task: its card does not call it general distillation.
+    torch.manual_seed(0)
+    classifier_teacher = BertForSequenceClassification(bert_config())
+    labelled = text_blocks().add_column("labels", [0, 1] * 16)
+    trainer = ProKTTrainer(model=student_from_teacher(classifier_teacher, 2), teacher_model=classifier_teacher,
+                           args=arguments(tmp_path / "task", max_steps=1), train_dataset=labelled)
+    trainer.train()
+    trainer.create_model_card(dataset="corpus.txt")
+    card = (tmp_path / "task" / "out" / "README.md").read_text()
+    assert "general distillation" not in card and "distilled from a frozen teacher" in card
