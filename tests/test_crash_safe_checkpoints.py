@@ -103,3 +103,17 @@ def test_a_process_killed_anywhere_in_a_save_resumes_to_the_uninterrupted_result
         expected = "checkpoint-3" if int(k) > publish else "checkpoint-2"
         assert len(run["resumed_from"]) == 1 and expected in run["resumed_from"][0], (k, run)
         assert run["identical"] and run["global_step"] == 4, (k, run)
+
+
+def test_an_earlier_best_checkpoint_is_recorded_when_saves_and_evaluations_differ(tmp_path):
+    """Saving every step and evaluating every epoch: an epoch's evaluation comes after its last step's checkpoint,
+    and the Trainer records that checkpoint as the best at the next save, finding it in the run folder (not in the
+    staging folder it writes into)."""
+    args = make_args(tmp_path, strategy="finetune", save_strategy="steps", save_steps=1, eval_strategy="epoch",
+                     max_steps=-1, num_train_epochs=3, learning_rate=1e-4,
+                     metric_for_best_model="loss", greater_is_better=True)  # "best": the first, highest loss
+    trainer = ProKTTrainer(model=tiny_bert(), args=args, train_dataset=toy_dataset(32), eval_dataset=toy_dataset(32))
+    trainer.train()
+    best = trainer.state.best_global_step
+    assert best in (4, 8)  # an epoch is 4 steps: the best epoch's checkpoint has later saves
+    assert trainer.state.best_model_checkpoint == str(tmp_path / "out" / f"checkpoint-{best}")

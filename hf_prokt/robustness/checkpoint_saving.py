@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 
 from transformers.trainer import TRAINER_STATE_NAME
+from transformers.trainer_utils import SaveStrategy
 
 from . import crash_safe_checkpoints
 
@@ -50,6 +51,14 @@ class CrashSafeCheckpointsMixin:
             crash_safe_checkpoints.remove_stale_staging(run_dir)
         # The Trainer writes into <run_dir>/checkpoint-N: point it at the staging folder; its rotation there sees
         # only the staging folder, and its push is held back.
+        # The Trainer records an earlier best checkpoint only if it finds it in the folder it writes to: the
+        # staging folder, where it never is. Record it from the run folder instead.
+        best_step = self.state.best_global_step
+        if best_step and best_step != self.state.global_step and self.args.save_strategy in (
+                SaveStrategy.STEPS, SaveStrategy.EPOCH, SaveStrategy.BEST):
+            earlier = os.path.join(run_dir, crash_safe_checkpoints.checkpoint_name(best_step))
+            if os.path.isdir(earlier):
+                self.state.best_model_checkpoint = earlier
         self._staging, self._held_pushes = staging, []
         try:
             super()._save_checkpoint(model, trial)
