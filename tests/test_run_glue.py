@@ -446,6 +446,32 @@ def test_a_numeric_validation_file_against_classes_is_named_a_score_file(run_glu
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.parametrize("fmt", ["tsv", "jsonl"])
+def test_integer_and_text_labels_mixed_are_refused_naming_both(run_glue, model_dirs, tmp_path, fmt):
+    rng = random.Random(8)
+    labels = [1, 0, 1, "positive", 0, 1, 0, 1]
+    rows = [(sentence(rng), label) for label in labels]
+    if fmt == "tsv":
+        train = write_tsv(tmp_path / "train.tsv", ["sentence", "label"], rows)
+        line, example = 5, "2"
+    else:
+        train = str(tmp_path / "train.jsonl")
+        Path(train).write_text("".join(json.dumps({"sentence": t, "label": v}) + "\n" for t, v in rows))
+        line, example = 4, "1"
+    common = dict(train_file=train, do_eval=False, strategy="kd", student_num_layers=2, ignore_mismatched_sizes=True,
+                  teacher_model_name_or_path=model_dirs["teacher"])
+    with pytest.raises(ValueError) as error:
+        run_glue.main(common_args(tmp_path, **common))
+    assert str(error.value).startswith(f"{train}, line {line}: label 'positive' is text, but the file's other labels "
+                                       f"are integers (e.g. 1 on line {example}). Write every label the same way")
+    assert "--label_type classification" in str(error.value)
+    assert not (tmp_path / "out").exists()
+    # Asked for, every distinct value is a class.
+    run_glue.main(common_args(tmp_path, label_type="classification", **common))
+    student = AutoModelForSequenceClassification.from_pretrained(tmp_path / "out")
+    assert student.config.id2label == {0: "0", 1: "1", 2: "positive"}
+
+
 def test_text_in_a_validation_file_of_integer_classes_is_named_as_such(run_glue, model_dirs, tmp_path):
     train, _ = single_sentence_files(tmp_path)
     rng = random.Random(9)

@@ -14,8 +14,8 @@ Arguments are those of three dataclasses: `ModelArguments` and `DataTrainingArgu
 Classification or regression (`label_scheme`): a GLUE task decides (STS-B is a regression). Otherwise, with
 `--label_type auto` (the default), the training file's labels (the validation file's without one) are a
 regression when every one is a number and at least one is written as a decimal (``3.8``, ``1.0``), and a
-classification when every one is an integer (``0``/``1``) or every one is text; text among decimal numbers is
-refused, naming the file, the line and both kinds of values. ``--label_type classification`` makes every
+classification when every one is an integer (``0``/``1``) or every one is text; numbers and text in one column
+are refused, naming the file, the line and both kinds of values. ``--label_type classification`` makes every
 distinct value a class, ``--label_type regression`` every label a number.
 
 Outputs follow the `transformers` text-classification example: `train_results.json`,
@@ -100,8 +100,8 @@ class DataTrainingArguments(RunOutputArguments):
         default="auto",
         metadata={"help": "How the labels are read. 'auto': the GLUE task's kind; else a regression when every "
                           "label of the training file is a number and at least one is written as a decimal "
-                          "(3.8, 1.0), a classification when all are integers or all are text; text among decimal "
-                          "numbers is refused. 'classification': every distinct value is a class. 'regression': "
+                          "(3.8, 1.0), a classification when all are integers or all are text; numbers and text "
+                          "mixed are refused. 'classification': every distinct value is a class. 'regression': "
                           "every label must be a number."},
     )
     max_seq_length: int = field(default=128, metadata={"help": "Longer inputs are truncated."})
@@ -334,7 +334,7 @@ def label_scheme(data_args: DataTrainingArguments, raw: datasets.DatasetDict, lo
       distinct value is a class.
     - ``--label_type auto`` (the default): a regression when every label is a number (`label_kind`) and at
       least one is written as a decimal; a classification when every label is an integer, or every label is
-      text. Text among decimal numbers is refused.
+      text. Numbers and text in one column are refused.
     """
     split = label_column_of(data_args, raw)
     column = data_args.label_column
@@ -359,10 +359,11 @@ def label_scheme(data_args: DataTrainingArguments, raw: datasets.DatasetDict, lo
         row = rows["other"][0]
         raise ValueError(f"{locate(split, row)}: label {values[row]!r} is a {type(values[row]).__name__}, not a "
                          "number or a name: a label is one value.")
+    numbers = sorted(rows.get("integer", []) + rows.get("decimal", []))
     texts = rows.get("text", [])
     if data_args.label_type == "regression" or (data_args.label_type == "auto" and "decimal" in rows and not texts):
         return LabelScheme(is_regression=True)
-    if data_args.label_type == "auto" and "decimal" in rows and texts:
+    if data_args.label_type == "auto" and numbers and texts:
         raise mixed_labels_error(locate, split, values, rows)
     names = sorted({class_name(value) for value in values})
     if all(_INTEGER.fullmatch(name) for name in names):
