@@ -483,6 +483,35 @@ def test_text_in_a_validation_file_of_integer_classes_is_named_as_such(run_glue,
     assert not (tmp_path / "out").exists()
 
 
+def with_tokenizer_of(model_dir, folder):
+    """Copy the tokenizer files of ``model_dir`` into ``folder`` (a checkpoint saved without them)."""
+    for name in ("vocab.txt", "tokenizer_config.json", "special_tokens_map.json", "tokenizer.json"):
+        source = Path(model_dir) / name
+        if source.exists():
+            (Path(folder) / name).write_bytes(source.read_bytes())
+    return str(folder)
+
+
+@pytest.mark.parametrize("flag", ["teacher_model_name_or_path", "model_name_or_path", "student_init_from"])
+def test_a_token_classification_checkpoint_is_refused_naming_run_ner(run_glue, model_dirs, tmp_path, flag):
+    from tests.conftest import tiny_tagger
+
+    tagger = tmp_path / "tagger"
+    tiny_tagger(layers=4, hidden=32, num_labels=2, seed=3).save_pretrained(tagger)  # as many tags as labels
+    with_tokenizer_of(model_dirs["teacher"], tagger)
+    train, dev = single_sentence_files(tmp_path)
+    models = {"teacher_model_name_or_path": dict(teacher_model_name_or_path=str(tagger), student_num_layers=2),
+              "model_name_or_path": dict(teacher_model_name_or_path=model_dirs["teacher"],
+                                         model_name_or_path=str(tagger)),
+              "student_init_from": dict(teacher_model_name_or_path=model_dirs["teacher"], student_num_layers=2,
+                                        student_init_from=str(tagger))}[flag]
+    with pytest.raises(ValueError, match=rf"^--{flag} {re.escape(str(tagger))} is a token-classification "
+                                         r"checkpoint \(BertForTokenClassification\), but run_glue\.py trains "
+                                         r"sequence-classification models.*use examples/token_classification/run_ner"):
+        run_glue.main(common_args(tmp_path, train_file=train, validation_file=dev, strategy="kd", **models))
+    assert not (tmp_path / "out").exists()
+
+
 def test_a_missing_label_is_refused_but_an_unlabelled_test_file_is_not(run_glue, tmp_path):
     train, dev = single_sentence_files(tmp_path)
     holed = tmp_path / "holed.csv"

@@ -244,6 +244,22 @@ def test_a_sentence_without_words_or_tags_is_refused_naming_it(run_ner, model_di
     assert not (tmp_path / "out").exists()
 
 
+def test_a_sequence_classification_checkpoint_is_refused_naming_run_glue(run_ner, model_dirs, tmp_path):
+    from tests.conftest import tiny_bert
+
+    classifier = tmp_path / "classifier"
+    tiny_bert(layers=4, hidden=32, num_labels=len(TAGS), seed=3).save_pretrained(classifier)
+    train = write_conll(tmp_path / "train.txt", tagged_sentences(16, 0))
+    argv = common_args(tmp_path, train_file=train, do_eval=False, strategy="kd",
+                       model_name_or_path=model_dirs["student"], teacher_model_name_or_path=str(classifier),
+                       tokenizer_name=model_dirs["teacher"])
+    with pytest.raises(ValueError, match=rf"^--teacher_model_name_or_path {re.escape(str(classifier))} is a "
+                                         r"sequence-classification checkpoint \(BertForSequenceClassification\), "
+                                         r"but run_ner\.py .*use examples/glue/run_glue\.py"):
+        run_ner.main(argv)
+    assert not (tmp_path / "out").exists()
+
+
 @pytest.mark.parametrize("fmt", ["conll", "jsonl"])
 def test_a_byte_order_mark_is_no_part_of_the_first_word(run_ner, tmp_path, fmt):
     sentences = tagged_sentences(4, 0)

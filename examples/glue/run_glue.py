@@ -66,6 +66,7 @@ from hf_prokt.scripting.arguments import (
 )
 from hf_prokt.scripting.data_files import RowLocator, file_format, header_of, load_data_files
 from hf_prokt.scripting.final_evaluation import final_evaluation
+from hf_prokt.scripting.model_checks import check_architectures, checkpoint_configs
 from hf_prokt.scripting.run_folder import replace_previous_run, start_of_run
 from hf_prokt.scripting.shutdown import end_process
 from hf_prokt.strategies import strategy_class
@@ -551,6 +552,8 @@ def main(argv: list[str] | None = None) -> dict:
     check_labels(data_args, raw, scheme, locate)
     check_label_count(scheme, locate.source(reference_split))
     is_regression, label_names = scheme.is_regression, scheme.names
+    configs = checkpoint_configs(model_args, training_args.strategy, also_teacher=model_args.measure_compression)
+    check_architectures(configs, "sequence-classification", "run_glue.py")  # before any weight is loaded
     if label_names:
         label_names = label_order(label_names, model_args, training_args.strategy)
     num_labels = 1 if is_regression else len(label_names)

@@ -52,6 +52,7 @@ from hf_prokt.scripting.arguments import (
 )
 from hf_prokt.scripting.data_files import ENCODING
 from hf_prokt.scripting.final_evaluation import final_evaluation
+from hf_prokt.scripting.model_checks import check_architectures, checkpoint_configs
 from hf_prokt.scripting.run_folder import replace_previous_run, start_of_run
 from hf_prokt.scripting.shutdown import end_process
 from hf_prokt.strategies import strategy_class
@@ -343,6 +344,8 @@ def main(argv: list[str] | None = None) -> dict:
                              f"{split!r} split).")
     labels = label_list(raw, data_args)
     check_tags(raw, origins, data_args, labels)
+    configs = checkpoint_configs(model_args, training_args.strategy, also_teacher=model_args.measure_compression)
+    check_architectures(configs, "token-classification", "run_ner.py")  # before any weight is loaded
     label_source = (model_args.teacher_model_name_or_path if loads_teacher(model_args, training_args.strategy)
                     else model_args.student_init_from or model_args.model_name_or_path)
     if label_source:  # the checkpoint whose head fixes the tags' order
