@@ -75,7 +75,7 @@ def common_args(tmp_path, **extra):
     args = {"output_dir": str(tmp_path / "out"), "do_train": True, "do_eval": True, "max_steps": 6,
             "per_device_train_batch_size": 8, "learning_rate": 3e-3, "teacher_learning_rate": 1e-3,
             "report_to": "none", "save_strategy": "no", "use_cpu": True, "logging_steps": 2,
-            "disable_tqdm": True, **extra}
+            "disable_tqdm": True, "max_seq_length": 32, **extra}  # 32: the tiny models' positions
     return [item for key, value in args.items() for item in (f"--{key}", str(value))]
 
 
@@ -150,7 +150,7 @@ def test_regression_from_a_json_config(run_glue, model_dirs, tmp_path):
     config = {"output_dir": str(tmp_path / "out"), "do_train": True, "do_eval": True, "max_steps": 4,
               "train_file": train, "validation_file": dev, "teacher_model_name_or_path": model_dirs["teacher"],
               "student_num_layers": 1, "ignore_mismatched_sizes": True, "report_to": "none", "save_strategy": "no",
-              "use_cpu": True, "per_device_train_batch_size": 8}
+              "use_cpu": True, "per_device_train_batch_size": 8, "max_seq_length": 32}
     path = tmp_path / "config.json"
     path.write_text(json.dumps(config))
     results = run_glue.main([str(path)])
@@ -510,6 +510,39 @@ def test_a_token_classification_checkpoint_is_refused_naming_run_ner(run_glue, m
                                          r"sequence-classification models.*use examples/token_classification/run_ner"):
         run_glue.main(common_args(tmp_path, train_file=train, validation_file=dev, strategy="kd", **models))
     assert not (tmp_path / "out").exists()
+
+
+def test_a_max_seq_length_beyond_the_models_positions_is_refused_up_front(run_glue, model_dirs, tmp_path):
+    train, dev = single_sentence_files(tmp_path)
+    with open(train, "a") as f:  # one example longer than the tiny models' 32 positions
+        f.write(" ".join(WORDS[:1] * 40) + "\t0\n")
+    with pytest.raises(ValueError, match=rf"^--max_seq_length 64 is longer than the 32 tokens of "
+                                         rf"--teacher_model_name_or_path {re.escape(model_dirs['teacher'])} "
+                                         r"\(max_position_embeddings 32\).*Pass --max_seq_length 32 or less\."):
+        run_glue.main(common_args(tmp_path, train_file=train, validation_file=dev, max_seq_length=64,
+                                  teacher_model_name_or_path=model_dirs["teacher"], student_num_layers=2))
+    assert not (tmp_path / "out").exists()
+    # A tokenizer that says it reads fewer tokens is the limit.
+    teacher = tmp_path / "teacher"
+    AutoModelForSequenceClassification.from_pretrained(model_dirs["teacher"]).save_pretrained(teacher)
+    AutoTokenizer.from_pretrained(model_dirs["teacher"], model_max_length=16).save_pretrained(teacher)
+    with pytest.raises(ValueError, match=rf"^--max_seq_length 24 is longer than the 16 tokens of the tokenizer of "
+                                         rf"{re.escape(str(teacher))} \(model_max_length 16\)"):
+        run_glue.main(common_args(tmp_path, train_file=train, validation_file=dev, max_seq_length=24,
+                                  teacher_model_name_or_path=str(teacher), student_num_layers=2))
+    assert not (tmp_path / "out").exists()
+
+
+def test_position_limits_of_model_families():
+    from transformers import BertConfig, DebertaV2Config, RobertaConfig
+
+    from hf_prokt.scripting.model_checks import position_limit
+
+    assert position_limit(BertConfig(max_position_embeddings=512))[0] == 512
+    limit, why = position_limit(RobertaConfig(max_position_embeddings=514, pad_token_id=1))
+    assert limit == 512 and why == "max_position_embeddings 514 less the padding offset 2"
+    assert position_limit(DebertaV2Config(position_biased_input=False)) is None  # relative positions only
+    assert position_limit(DebertaV2Config(position_biased_input=True, max_position_embeddings=512))[0] == 512
 
 
 def test_a_missing_label_is_refused_but_an_unlabelled_test_file_is_not(run_glue, tmp_path):

@@ -66,7 +66,7 @@ from hf_prokt.scripting.arguments import (
 )
 from hf_prokt.scripting.data_files import RowLocator, file_format, header_of, load_data_files
 from hf_prokt.scripting.final_evaluation import final_evaluation
-from hf_prokt.scripting.model_checks import check_architectures, checkpoint_configs
+from hf_prokt.scripting.model_checks import check_architectures, check_max_seq_length, checkpoint_configs
 from hf_prokt.scripting.run_folder import replace_previous_run, start_of_run
 from hf_prokt.scripting.shutdown import end_process
 from hf_prokt.strategies import strategy_class
@@ -105,7 +105,11 @@ class DataTrainingArguments(RunOutputArguments):
                           "mixed are refused. 'classification': every distinct value is a class. 'regression': "
                           "every label must be a number."},
     )
-    max_seq_length: int = field(default=128, metadata={"help": "Longer inputs are truncated."})
+    max_seq_length: int = field(
+        default=128,
+        metadata={"help": "Longer inputs are truncated. At most the models' positions (max_position_embeddings, "
+                          "less RoBERTa's padding offset) and the tokenizer's model_max_length."},
+    )
     pad_to_max_length: bool = field(
         default=False, metadata={"help": "Pad every input to max_seq_length (default: dynamic padding per batch)."}
     )
@@ -554,6 +558,7 @@ def main(argv: list[str] | None = None) -> dict:
     is_regression, label_names = scheme.is_regression, scheme.names
     configs = checkpoint_configs(model_args, training_args.strategy, also_teacher=model_args.measure_compression)
     check_architectures(configs, "sequence-classification", "run_glue.py")  # before any weight is loaded
+    check_max_seq_length(data_args.max_seq_length, configs)
     if label_names:
         label_names = label_order(label_names, model_args, training_args.strategy)
     num_labels = 1 if is_regression else len(label_names)
@@ -562,6 +567,7 @@ def main(argv: list[str] | None = None) -> dict:
     tokenizer_source = (model_args.tokenizer_name or model_args.teacher_model_name_or_path
                         or model_args.student_init_from or model_args.model_name_or_path)
     tokenizer = AutoTokenizer.from_pretrained(tokenizer_source, cache_dir=model_args.cache_dir, token=model_args.token)
+    check_max_seq_length(data_args.max_seq_length, tokenizer=tokenizer)
     check_distillation_pair(student, teacher)  # a vocabulary mismatch is the pair's first
     if len(tokenizer) > student.config.vocab_size:
         raise ValueError(f"the tokenizer has {len(tokenizer)} tokens but the student's vocabulary only "

@@ -4,7 +4,9 @@
   that names it;
 - `check_architectures`: refuses a checkpoint fine-tuned for another kind of task than the script's (a
   token classifier given to ``run_glue.py``): loaded as the script's model class, it would silently lose its
-  head and get a fresh one, with only a "missing weights" line in the log.
+  head and get a fresh one, with only a "missing weights" line in the log;
+- `check_max_seq_length`: refuses a ``--max_seq_length`` longer than a model's position embeddings (or its
+  tokenizer's ``model_max_length``): the run would crash at the first example that long, mid-training.
 """
 
 from __future__ import annotations
@@ -67,3 +69,53 @@ def check_architectures(configs: Sequence[tuple[str, str, PretrainedConfig]], ta
                 f"{task} models: loaded as one, it would lose its head and get a new one. For {other_task}, use "
                 f"{other_script}; here, give a {task} checkpoint or a pretrained (not fine-tuned) one."
             )
+
+
+# Models whose position ids start after the padding index (RoBERTa's scheme), so that ``padding_idx + 1`` of
+# their ``max_position_embeddings`` rows are never a position: 514 rows hold 512 positions.
+PADDING_OFFSET_MODEL_TYPES = frozenset({
+    "roberta", "xlm-roberta", "xlm-roberta-xl", "camembert", "longformer", "data2vec-text", "ibert",
+    "roberta-prelayernorm", "mpnet", "xmod", "markuplm", "luke",
+})
+# Beyond this, a tokenizer's model_max_length means "not set" (transformers uses int(1e30)).
+_UNSET_TOKENIZER_LENGTH = 1_000_000
+
+
+def position_limit(config: PretrainedConfig) -> tuple[int, str] | None:
+    """``(longest input in tokens, why)`` that the model of ``config`` embeds positions for, or None when it
+    has no such limit (no absolute position embeddings)."""
+    positions = getattr(config, "max_position_embeddings", None)
+    if not isinstance(positions, int) or positions <= 0:
+        return None
+    if config.model_type in ("deberta", "deberta-v2") and not getattr(config, "position_biased_input", True):
+        return None  # relative positions only
+    if config.model_type in PADDING_OFFSET_MODEL_TYPES:
+        offset = (config.pad_token_id if config.pad_token_id is not None else 1) + 1
+        return positions - offset, f"max_position_embeddings {positions} less the padding offset {offset}"
+    return positions, f"max_position_embeddings {positions}"
+
+
+def check_max_seq_length(max_seq_length: int, configs: Sequence[tuple[str, str, PretrainedConfig]] = (),
+                         tokenizer=None) -> None:
+    """Refuse a ``--max_seq_length`` above what a model to be loaded (`checkpoint_configs`) or the tokenizer
+    accepts: the tokenizer's ``model_max_length`` counts when it is set and smaller.
+
+    Raises:
+        ValueError: naming the flag, the checkpoint (or tokenizer), its limit and where the limit comes from.
+    """
+    limits = []
+    for flag, path, config in configs:
+        found = position_limit(config)
+        if found is not None:
+            limits.append((found[0], f"{flag} {path} ({found[1]})"))
+    length = getattr(tokenizer, "model_max_length", None)
+    if isinstance(length, int) and 0 < length < _UNSET_TOKENIZER_LENGTH:
+        limits.append((length, f"the tokenizer of {tokenizer.name_or_path} (model_max_length {length})"))
+    if not limits:
+        return
+    limit, source = min(limits, key=lambda item: item[0])
+    if max_seq_length > limit:
+        raise ValueError(
+            f"--max_seq_length {max_seq_length} is longer than the {limit} tokens of {source}: the first "
+            f"example that long would crash the run. Pass --max_seq_length {limit} or less."
+        )
