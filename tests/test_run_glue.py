@@ -75,7 +75,7 @@ def common_args(tmp_path, **extra):
     args = {"output_dir": str(tmp_path / "out"), "do_train": True, "do_eval": True, "max_steps": 6,
             "per_device_train_batch_size": 8, "learning_rate": 3e-3, "teacher_learning_rate": 1e-3,
             "report_to": "none", "save_strategy": "no", "use_cpu": True, "logging_steps": 2,
-            "disable_tqdm": True, **extra}
+            "disable_tqdm": True, "max_seq_length": 32, **extra}  # 32: the tiny models' positions
     return [item for key, value in args.items() for item in (f"--{key}", str(value))]
 
 
@@ -150,7 +150,7 @@ def test_regression_from_a_json_config(run_glue, model_dirs, tmp_path):
     config = {"output_dir": str(tmp_path / "out"), "do_train": True, "do_eval": True, "max_steps": 4,
               "train_file": train, "validation_file": dev, "teacher_model_name_or_path": model_dirs["teacher"],
               "student_num_layers": 1, "ignore_mismatched_sizes": True, "report_to": "none", "save_strategy": "no",
-              "use_cpu": True, "per_device_train_batch_size": 8}
+              "use_cpu": True, "per_device_train_batch_size": 8, "max_seq_length": 32}
     path = tmp_path / "config.json"
     path.write_text(json.dumps(config))
     results = run_glue.main([str(path)])
@@ -372,6 +372,179 @@ def test_a_training_file_with_one_class_is_refused_naming_it(run_glue, model_dir
     assert not (tmp_path / "out").exists()
 
 
+def scored_rows(rng, n, word=None, at=None):
+    """``(sentence, score)`` rows with scores such as STS-B's (``3.80``); ``word`` instead of the score at row
+    ``at``."""
+    rows = [(sentence(rng), f"{rng.uniform(0, 5):.2f}") for _ in range(n)]
+    if word is not None:
+        rows[at] = (rows[at][0], word)
+    return rows
+
+
+def test_a_word_among_scores_is_refused_not_read_as_a_classification(run_glue, model_dirs, tmp_path):
+    rng = random.Random(6)
+    train = write_tsv(tmp_path / "train.tsv", ["sentence", "label"], scored_rows(rng, 40, "high", at=7))
+    common = dict(train_file=train, strategy="kd", student_num_layers=2, ignore_mismatched_sizes=True,
+                  teacher_model_name_or_path=model_dirs["teacher"])
+    with pytest.raises(ValueError) as error:
+        run_glue.main(common_args(tmp_path, do_eval=False, **common))
+    assert str(error.value).startswith(f"{train}, line 9: label 'high' is text, but the file's other labels are "
+                                       "decimal numbers (e.g. ")
+    assert "every label must be a number" in str(error.value) and "--label_type classification" in str(error.value)
+    assert not (tmp_path / "out").exists()
+    # Forced to a regression, the word is still no number: named with its line.
+    with pytest.raises(ValueError, match=rf"^{re.escape(train)}, line 9: label 'high' is not a \(finite\) number, "
+                                         "but --label_type regression reads every label as a number"):
+        run_glue.main(common_args(tmp_path, do_eval=False, label_type="regression", **common))
+    assert not (tmp_path / "out").exists()
+
+
+def test_the_regression_rule_integers_are_classes_and_decimals_scores(run_glue, tmp_path):
+    """The rule of `label_scheme` on GLUE-like columns: SST-2's 0/1 and names are classes, STS-B's scores (and
+    integer scores among them) a regression; --label_type overrides it."""
+    import datasets
+
+    def scheme(values, label_type="auto", task=None):
+        raw = datasets.DatasetDict({"train": datasets.Dataset.from_dict({"label": values})})
+        data_args = run_glue.DataTrainingArguments(train_file="t.tsv", label_type=label_type, task_name=task)
+        return run_glue.label_scheme(data_args, raw, run_glue.RowLocator({"train": "t.tsv"}, {}, {}))
+
+    assert scheme([0, 1, 1, 0]).names == ["0", "1"]
+    assert scheme(["2", "10", "1"]).names == ["1", "2", "10"]  # integers in a column of text: still integers
+    assert scheme(["pos", "neg"]).names == ["neg", "pos"]
+    assert scheme([3.8, 5.0, 0.0]).is_regression
+    assert scheme(["3.800", "5", "0.2"]).is_regression  # STS-B's own files
+    assert scheme([1.0, 2.0]).is_regression  # written as decimals
+    assert scheme([1, 2, 5], label_type="regression").is_regression
+    assert scheme([0.5, 1.5], label_type="classification").names == ["0.5", "1.5"]
+    assert scheme(["1", "positive"], label_type="classification").names == ["1", "positive"]
+    assert scheme([0, 1], task="stsb").is_regression and scheme(["a"], task="sst2").names == ["negative",
+                                                                                             "positive"]
+    with pytest.raises(ValueError, match="--task_name stsb is a regression, --label_type classification says"):
+        run_glue.DataTrainingArguments(task_name="stsb", label_type="classification")
+
+
+def test_a_numeric_validation_file_against_classes_is_named_a_score_file(run_glue, model_dirs, tmp_path):
+    train, _ = single_sentence_files(tmp_path)
+    rng = random.Random(7)
+    dev = write_tsv(tmp_path / "dev.tsv", ["sentence", "label"], [(sentence(rng), "1")] + scored_rows(rng, 5))
+    with pytest.raises(ValueError) as error:
+        run_glue.main(common_args(tmp_path, train_file=train, validation_file=dev, strategy="finetune",
+                                  model_name_or_path=model_dirs["student"]))
+    message = str(error.value)
+    assert message.startswith(f"{dev}, line 3: ") and "is a score (a decimal number), not a class" in message
+    assert f"{train} is a classification with the classes [0, 1]" in message
+    assert "not one of the labels" not in message
+    assert not (tmp_path / "out").exists()
+    # And the other way round: a classification file against a regression training file.
+    scores = write_tsv(tmp_path / "scores.tsv", ["sentence", "label"], scored_rows(rng, 20))
+    named = write_tsv(tmp_path / "named.tsv", ["sentence", "label"], [(sentence(rng), "pos"), (sentence(rng), "2.5")])
+    with pytest.raises(ValueError, match=rf"^{re.escape(named)}, line 2: label 'pos' is not a \(finite\) number, "
+                                         rf"but the labels of {re.escape(scores)} are numbers \(a regression\)"):
+        run_glue.main(common_args(tmp_path, train_file=scores, validation_file=named, strategy="finetune",
+                                  model_name_or_path=model_dirs["student"], ignore_mismatched_sizes=True))
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("fmt", ["tsv", "jsonl"])
+def test_integer_and_text_labels_mixed_are_refused_naming_both(run_glue, model_dirs, tmp_path, fmt):
+    rng = random.Random(8)
+    labels = [1, 0, 1, "positive", 0, 1, 0, 1]
+    rows = [(sentence(rng), label) for label in labels]
+    if fmt == "tsv":
+        train = write_tsv(tmp_path / "train.tsv", ["sentence", "label"], rows)
+        line, example = 5, "2"
+    else:
+        train = str(tmp_path / "train.jsonl")
+        Path(train).write_text("".join(json.dumps({"sentence": t, "label": v}) + "\n" for t, v in rows))
+        line, example = 4, "1"
+    common = dict(train_file=train, do_eval=False, strategy="kd", student_num_layers=2, ignore_mismatched_sizes=True,
+                  teacher_model_name_or_path=model_dirs["teacher"])
+    with pytest.raises(ValueError) as error:
+        run_glue.main(common_args(tmp_path, **common))
+    assert str(error.value).startswith(f"{train}, line {line}: label 'positive' is text, but the file's other labels "
+                                       f"are integers (e.g. 1 on line {example}). Write every label the same way")
+    assert "--label_type classification" in str(error.value)
+    assert not (tmp_path / "out").exists()
+    # Asked for, every distinct value is a class.
+    run_glue.main(common_args(tmp_path, label_type="classification", **common))
+    student = AutoModelForSequenceClassification.from_pretrained(tmp_path / "out")
+    assert student.config.id2label == {0: "0", 1: "1", 2: "positive"}
+
+
+def test_text_in_a_validation_file_of_integer_classes_is_named_as_such(run_glue, model_dirs, tmp_path):
+    train, _ = single_sentence_files(tmp_path)
+    rng = random.Random(9)
+    dev = write_tsv(tmp_path / "dev.tsv", ["sentence", "label"], [(sentence(rng), v) for v in ("0", "positive")])
+    with pytest.raises(ValueError, match=rf"^{re.escape(dev)}, line 3: label 'positive' is text, but the classes of "
+                                         rf"{re.escape(train)} are the integers \[0, 1\]\."):
+        run_glue.main(common_args(tmp_path, train_file=train, validation_file=dev, strategy="finetune",
+                                  model_name_or_path=model_dirs["student"]))
+    assert not (tmp_path / "out").exists()
+
+
+def with_tokenizer_of(model_dir, folder):
+    """Copy the tokenizer files of ``model_dir`` into ``folder`` (a checkpoint saved without them)."""
+    for name in ("vocab.txt", "tokenizer_config.json", "special_tokens_map.json", "tokenizer.json"):
+        source = Path(model_dir) / name
+        if source.exists():
+            (Path(folder) / name).write_bytes(source.read_bytes())
+    return str(folder)
+
+
+@pytest.mark.parametrize("flag", ["teacher_model_name_or_path", "model_name_or_path", "student_init_from"])
+def test_a_token_classification_checkpoint_is_refused_naming_run_ner(run_glue, model_dirs, tmp_path, flag):
+    from tests.conftest import tiny_tagger
+
+    tagger = tmp_path / "tagger"
+    tiny_tagger(layers=4, hidden=32, num_labels=2, seed=3).save_pretrained(tagger)  # as many tags as labels
+    with_tokenizer_of(model_dirs["teacher"], tagger)
+    train, dev = single_sentence_files(tmp_path)
+    models = {"teacher_model_name_or_path": dict(teacher_model_name_or_path=str(tagger), student_num_layers=2),
+              "model_name_or_path": dict(teacher_model_name_or_path=model_dirs["teacher"],
+                                         model_name_or_path=str(tagger)),
+              "student_init_from": dict(teacher_model_name_or_path=model_dirs["teacher"], student_num_layers=2,
+                                        student_init_from=str(tagger))}[flag]
+    with pytest.raises(ValueError, match=rf"^--{flag} {re.escape(str(tagger))} is a token-classification "
+                                         r"checkpoint \(BertForTokenClassification\), but run_glue\.py trains "
+                                         r"sequence-classification models.*use examples/token_classification/run_ner"):
+        run_glue.main(common_args(tmp_path, train_file=train, validation_file=dev, strategy="kd", **models))
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_max_seq_length_beyond_the_models_positions_is_refused_up_front(run_glue, model_dirs, tmp_path):
+    train, dev = single_sentence_files(tmp_path)
+    with open(train, "a") as f:  # one example longer than the tiny models' 32 positions
+        f.write(" ".join(WORDS[:1] * 40) + "\t0\n")
+    with pytest.raises(ValueError, match=rf"^--max_seq_length 64 is longer than the 32 tokens of "
+                                         rf"--teacher_model_name_or_path {re.escape(model_dirs['teacher'])} "
+                                         r"\(max_position_embeddings 32\).*Pass --max_seq_length 32 or less\."):
+        run_glue.main(common_args(tmp_path, train_file=train, validation_file=dev, max_seq_length=64,
+                                  teacher_model_name_or_path=model_dirs["teacher"], student_num_layers=2))
+    assert not (tmp_path / "out").exists()
+    # A tokenizer that says it reads fewer tokens is the limit.
+    teacher = tmp_path / "teacher"
+    AutoModelForSequenceClassification.from_pretrained(model_dirs["teacher"]).save_pretrained(teacher)
+    AutoTokenizer.from_pretrained(model_dirs["teacher"], model_max_length=16).save_pretrained(teacher)
+    with pytest.raises(ValueError, match=rf"^--max_seq_length 24 is longer than the 16 tokens of the tokenizer of "
+                                         rf"{re.escape(str(teacher))} \(model_max_length 16\)"):
+        run_glue.main(common_args(tmp_path, train_file=train, validation_file=dev, max_seq_length=24,
+                                  teacher_model_name_or_path=str(teacher), student_num_layers=2))
+    assert not (tmp_path / "out").exists()
+
+
+def test_position_limits_of_model_families():
+    from transformers import BertConfig, DebertaV2Config, RobertaConfig
+
+    from hf_prokt.scripting.model_checks import position_limit
+
+    assert position_limit(BertConfig(max_position_embeddings=512))[0] == 512
+    limit, why = position_limit(RobertaConfig(max_position_embeddings=514, pad_token_id=1))
+    assert limit == 512 and why == "max_position_embeddings 514 less the padding offset 2"
+    assert position_limit(DebertaV2Config(position_biased_input=False)) is None  # relative positions only
+    assert position_limit(DebertaV2Config(position_biased_input=True, max_position_embeddings=512))[0] == 512
+
+
 def test_a_missing_label_is_refused_but_an_unlabelled_test_file_is_not(run_glue, tmp_path):
     train, dev = single_sentence_files(tmp_path)
     holed = tmp_path / "holed.csv"
@@ -383,10 +556,11 @@ def test_a_missing_label_is_refused_but_an_unlabelled_test_file_is_not(run_glue,
                                  "test": datasets_.Dataset.from_dict({"label": [-1, None, 1]})})
     data_args = run_glue.DataTrainingArguments(task_name="sst2")
     locate = run_glue.RowLocator({"train": "t", "test": "u", "validation": "v"}, {}, {})
-    run_glue.check_labels(data_args, raw, {0: "negative", 1: "positive"}, locate)
+    scheme = run_glue.LabelScheme(is_regression=False, names=["negative", "positive"], by_id=True)
+    run_glue.check_labels(data_args, raw, scheme, locate)
     raw["validation"] = datasets_.Dataset.from_dict({"label": [0, -1]})
-    with pytest.raises(ValueError, match="v, row 2: label -1 is not one"):
-        run_glue.check_labels(data_args, raw, {0: "negative", 1: "positive"}, locate)
+    with pytest.raises(ValueError, match=r"v, row 2: label -1 is not one of the labels \[0, 1\] of t\."):
+        run_glue.check_labels(data_args, raw, scheme, locate)
 
 
 def test_a_student_with_a_smaller_vocabulary_is_named_as_the_mismatch(run_glue, model_dirs, tmp_path):

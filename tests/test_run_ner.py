@@ -83,7 +83,7 @@ def common_args(tmp_path, **extra):
     args = {"output_dir": str(tmp_path / "out"), "do_train": True, "do_eval": True, "max_steps": 6,
             "per_device_train_batch_size": 8, "learning_rate": 3e-3, "teacher_learning_rate": 1e-3,
             "report_to": "none", "save_strategy": "no", "use_cpu": True, "logging_steps": 2,
-            "disable_tqdm": True, **extra}
+            "disable_tqdm": True, "max_seq_length": 32, **extra}  # 32: the tiny models' positions
     return [item for key, value in args.items() for item in (f"--{key}", str(value))]
 
 
@@ -157,7 +157,7 @@ def test_json_lines_from_a_json_config_with_flag_overrides(run_ner, model_dirs, 
         "teacher_model_name_or_path": model_dirs["teacher"], "student_num_layers": 2, "strategy": "kd",
         "train_file": train, "validation_file": dev, "do_train": True, "do_eval": True, "max_steps": 2,
         "output_dir": str(tmp_path / "ignored"), "report_to": "none", "use_cpu": True, "evaluate_teacher": True,
-        "label_all_tokens": True, "return_entity_level_metrics": True,
+        "label_all_tokens": True, "return_entity_level_metrics": True, "max_seq_length": 32,
     }))
     results = run_ner.main([str(config), "--output_dir", str(tmp_path / "out"), "--max_steps", "4"])
     assert not (tmp_path / "ignored").exists()
@@ -240,6 +240,33 @@ def test_a_sentence_without_words_or_tags_is_refused_naming_it(run_ner, model_di
     argv = common_args(tmp_path, train_file=str(train), do_eval=False, strategy="finetune",
                        model_name_or_path=model_dirs["student"])
     with pytest.raises(ValueError, match="^" + re.escape(f"{train}, sentence 3: {message}")):
+        run_ner.main(argv)
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_max_seq_length_beyond_the_models_positions_is_refused_up_front(run_ner, model_dirs, tmp_path):
+    sentences = tagged_sentences(16, 0) + [(["w20"] * 40, ["O"] * 40)]  # longer than the 32 positions
+    train = write_conll(tmp_path / "train.txt", sentences)
+    argv = common_args(tmp_path, train_file=train, do_eval=False, strategy="finetune", max_seq_length=48,
+                       model_name_or_path=model_dirs["student"])
+    with pytest.raises(ValueError, match=rf"^--max_seq_length 48 is longer than the 32 tokens of --model_name_or_path "
+                                         rf"{re.escape(model_dirs['student'])} \(max_position_embeddings 32\)"):
+        run_ner.main(argv)
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_sequence_classification_checkpoint_is_refused_naming_run_glue(run_ner, model_dirs, tmp_path):
+    from tests.conftest import tiny_bert
+
+    classifier = tmp_path / "classifier"
+    tiny_bert(layers=4, hidden=32, num_labels=len(TAGS), seed=3).save_pretrained(classifier)
+    train = write_conll(tmp_path / "train.txt", tagged_sentences(16, 0))
+    argv = common_args(tmp_path, train_file=train, do_eval=False, strategy="kd",
+                       model_name_or_path=model_dirs["student"], teacher_model_name_or_path=str(classifier),
+                       tokenizer_name=model_dirs["teacher"])
+    with pytest.raises(ValueError, match=rf"^--teacher_model_name_or_path {re.escape(str(classifier))} is a "
+                                         r"sequence-classification checkpoint \(BertForSequenceClassification\), "
+                                         r"but run_ner\.py .*use examples/glue/run_glue\.py"):
         run_ner.main(argv)
     assert not (tmp_path / "out").exists()
 

@@ -11,6 +11,13 @@ plain fine-tuning.
 
 Arguments are those of three dataclasses: `ModelArguments` and `DataTrainingArguments` below, and
 `hf_prokt.ProKTTrainingArguments` (every `TrainingArguments` field plus the distillation ones).
+Classification or regression (`label_scheme`): a GLUE task decides (STS-B is a regression). Otherwise, with
+`--label_type auto` (the default), the training file's labels (the validation file's without one) are a
+regression when every one is a number and at least one is written as a decimal (``3.8``, ``1.0``), and a
+classification when every one is an integer (``0``/``1``) or every one is text; numbers and text in one column
+are refused, naming the file, the line and both kinds of values. ``--label_type classification`` makes every
+distinct value a class, ``--label_type regression`` every label a number.
+
 Outputs follow the `transformers` text-classification example: `train_results.json`,
 `eval_results.json`, `all_results.json`, the student in `output_dir`, and with `--do_predict`
 `predict_results_<task>.txt` in GLUE's submission format (`index<TAB>prediction`).
@@ -19,10 +26,13 @@ Outputs follow the `transformers` text-classification example: `train_results.js
 from __future__ import annotations
 
 import logging
+import math
 import os
+import re
 import sys
 from dataclasses import dataclass, field
 from functools import partial
+from typing import Literal
 
 import datasets
 import numpy as np
@@ -56,6 +66,7 @@ from hf_prokt.scripting.arguments import (
 )
 from hf_prokt.scripting.data_files import RowLocator, file_format, header_of, load_data_files
 from hf_prokt.scripting.final_evaluation import final_evaluation
+from hf_prokt.scripting.model_checks import check_architectures, check_max_seq_length, checkpoint_configs
 from hf_prokt.scripting.run_folder import replace_previous_run, start_of_run
 from hf_prokt.scripting.shutdown import end_process
 from hf_prokt.strategies import strategy_class
@@ -85,8 +96,20 @@ class DataTrainingArguments(RunOutputArguments):
         metadata={"help": "Comma-separated text column(s), one or two. Default: the task's, else 'sentence', "
                           "else 'sentence1,sentence2'."},
     )
-    label_column: str = field(default="label", metadata={"help": "Label column: ints, strings or floats."})
-    max_seq_length: int = field(default=128, metadata={"help": "Longer inputs are truncated."})
+    label_column: str = field(default="label", metadata={"help": "Label column: integers, names or numbers."})
+    label_type: Literal["auto", "classification", "regression"] = field(
+        default="auto",
+        metadata={"help": "How the labels are read. 'auto': the GLUE task's kind; else a regression when every "
+                          "label of the training file is a number and at least one is written as a decimal "
+                          "(3.8, 1.0), a classification when all are integers or all are text; numbers and text "
+                          "mixed are refused. 'classification': every distinct value is a class. 'regression': "
+                          "every label must be a number."},
+    )
+    max_seq_length: int = field(
+        default=128,
+        metadata={"help": "Longer inputs are truncated. At most the models' positions (max_position_embeddings, "
+                          "less RoBERTa's padding offset) and the tokenizer's model_max_length."},
+    )
     pad_to_max_length: bool = field(
         default=False, metadata={"help": "Pad every input to max_seq_length (default: dynamic padding per batch)."}
     )
@@ -102,10 +125,17 @@ class DataTrainingArguments(RunOutputArguments):
     )
 
     def __post_init__(self):
+        if self.label_type not in ("auto", "classification", "regression"):
+            raise ValueError(f"--label_type {self.label_type!r}: use auto, classification or regression.")
         if self.task_name is not None:
             self.task_name = self.task_name.lower()
             if self.task_name not in GLUE_TASKS:
                 raise ValueError(f"--task_name {self.task_name!r} is not a GLUE task; use one of {list(GLUE_TASKS)}.")
+            kind = "regression" if GLUE_TASKS[self.task_name].is_regression else "classification"
+            if self.label_type not in ("auto", kind):
+                raise ValueError(f"--task_name {self.task_name} is a {kind}, --label_type {self.label_type} says "
+                                 "otherwise: leave --label_type out with a GLUE task (or --task_name, to read "
+                                 "the files as --label_type says).")
         elif self.train_file is None and self.validation_file is None:
             raise ValueError("Give --task_name, or --train_file / --validation_file.")
 
@@ -166,28 +196,6 @@ def text_columns(data_args: DataTrainingArguments, columns: list[str]) -> tuple[
     return names[0], names[1] if len(names) == 2 else None
 
 
-def label_setup(data_args: DataTrainingArguments, raw: datasets.DatasetDict) -> tuple[bool, dict | None]:
-    """`(is_regression, value_to_name)`: how each raw label value is named, in the label order.
-
-    GLUE tasks name their labels as the Hub's `nyu-mll/glue` does (GLUE's TSV files carry those ids);
-    other files get the sorted distinct values of the training file's label column, as strings.
-    """
-    split = "train" if "train" in raw else "validation"
-    if data_args.label_column not in raw[split].column_names:
-        raise ValueError(f"no label column {data_args.label_column!r} in {raw[split].column_names}; "
-                         "set --label_column.")
-    feature = raw[split].features[data_args.label_column]
-    task = GLUE_TASKS.get(data_args.task_name) if data_args.task_name else None
-    if (task and task.is_regression) or (feature.dtype.startswith("float") and not task):
-        return True, None
-    if isinstance(feature, datasets.ClassLabel):
-        return False, dict(enumerate(feature.names))
-    if task is not None:
-        return False, dict(enumerate(task.label_names))
-    values = [value for value in raw[split].unique(data_args.label_column) if value is not None]  # see check_labels
-    return False, {value: str(value) for value in sorted(values)}
-
-
 def row_locator(data_args: DataTrainingArguments, raw: datasets.DatasetDict) -> RowLocator:
     """How to name an example in a message: its file and line (``"dev.tsv, line 4"``), or the split of the Hub
     dataset and the row."""
@@ -225,43 +233,239 @@ def check_texts(data_args: DataTrainingArguments, raw: datasets.DatasetDict, col
                              "text: fill it in, or remove the row.")
 
 
-def check_labels(data_args: DataTrainingArguments, raw: datasets.DatasetDict, value_to_name: dict | None,
-                 locate: RowLocator) -> None:
-    """Refuse, before training, a split with a label outside the label list (a class absent from the training
-    file would be mapped to no class) or a missing label. Test splits may leave rows unlabelled (-1 or empty)."""
+# ------------------------------------------------------------------------------------------------ labels
+#
+# The rule that decides between a regression and a classification (`label_scheme`), stated in the module's
+# docstring and in examples/glue/README.md: every value of the label column is an integer, a decimal number
+# or text (`label_kind`), read from what the file says, not from the type a CSV reader guessed.
+
+_INTEGER = re.compile(r"[+-]?\d+")
+_NUMBER = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
+
+
+def label_kind(value) -> str:
+    """``"integer"`` (``1``, ``"-2"``), ``"decimal"`` (``3.8``, ``"1.0"``, ``"2e-1"``), ``"text"`` (a name,
+    a boolean), ``"missing"`` (None, NaN, an empty or blank string) or ``"other"`` (a list, an object)."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "missing"
+    if isinstance(value, bool):
+        return "text"
+    if isinstance(value, int):
+        return "integer"
+    if isinstance(value, float):
+        return "decimal"
+    if isinstance(value, str):
+        text = value.strip()
+        if not text:
+            return "missing"
+        if _INTEGER.fullmatch(text):
+            return "integer"
+        return "decimal" if _NUMBER.fullmatch(text) else "text"
+    return "other"
+
+
+def class_name(value) -> str:
+    """The class a label value names: the same for ``1``, ``"1"`` and ``1.0`` (``"1"``), ``"3.8"`` for ``3.8``,
+    the text itself (without surrounding spaces) for a name."""
+    kind = label_kind(value)
+    if kind == "integer":
+        return str(int(value.strip()) if isinstance(value, str) else value)
+    if kind == "decimal":
+        number = float(value)
+        return str(int(number)) if number.is_integer() else repr(number)
+    return str(value).strip()
+
+
+def shown(value) -> str:
+    """A label value as a message shows it: a number as written, text quoted."""
+    return str(value).strip() if label_kind(value) in ("integer", "decimal") else repr(value)
+
+
+def is_number(value) -> bool:
+    """A finite integer or decimal number (`label_kind`): a regression target."""
+    return label_kind(value) in ("integer", "decimal") and math.isfinite(float(value))
+
+
+def is_unlabelled(value) -> bool:
+    """A test file's row without a label: empty, or -1 as GLUE's test files have it."""
+    return label_kind(value) == "missing" or (label_kind(value) == "integer" and int(str(value).strip()) == -1)
+
+
+@dataclass
+class LabelScheme:
+    """How the label column is read: a regression (one output, float targets) or the classes, in the data's
+    order; ``by_id`` when the values are class ids (a GLUE task: ``0`` is the task's first label name)."""
+
+    is_regression: bool
+    names: list[str] | None = None
+    by_id: bool = False
+
+    def name_of(self, value) -> str | None:
+        """The class ``value`` stands for, or None when it names none of them."""
+        if self.is_regression or label_kind(value) in ("missing", "other"):
+            return None
+        if self.by_id:
+            name = class_name(value)
+            index = int(name) if _INTEGER.fullmatch(name) else -1
+            return self.names[index] if 0 <= index < len(self.names) else None
+        name = class_name(value)
+        return name if name in self.names else None
+
+    def shown_classes(self) -> list:
+        """The classes as a message lists them: the ids for a GLUE task, integers as integers."""
+        if self.by_id:
+            return list(range(len(self.names)))
+        if all(_INTEGER.fullmatch(name) for name in self.names):
+            return [int(name) for name in self.names]
+        return list(self.names)
+
+
+def label_column_of(data_args: DataTrainingArguments, raw: datasets.DatasetDict) -> str:
+    split = "train" if "train" in raw else "validation"
+    if data_args.label_column not in raw[split].column_names:
+        raise ValueError(f"no label column {data_args.label_column!r} in {raw[split].column_names}; "
+                         "set --label_column.")
+    return split
+
+
+def label_scheme(data_args: DataTrainingArguments, raw: datasets.DatasetDict, locate: RowLocator) -> LabelScheme:
+    """Regression or classification, and the classes, from the training file's label column (the validation
+    file's when there is no training file); every value of that column is checked, and a column that mixes
+    kinds of values is refused naming the file, the line and both kinds.
+
+    - A GLUE task decides: STS-B is a regression, the others are classifications with the task's label names
+      (GLUE's files carry their ids; the Hub's dataset its `ClassLabel`).
+    - ``--label_type regression``: every label must be a number. ``--label_type classification``: every
+      distinct value is a class.
+    - ``--label_type auto`` (the default): a regression when every label is a number (`label_kind`) and at
+      least one is written as a decimal; a classification when every label is an integer, or every label is
+      text. Numbers and text in one column are refused.
+    """
+    split = label_column_of(data_args, raw)
     column = data_args.label_column
-    reference = locate.source("train" if "train" in raw else "validation")
+    task = GLUE_TASKS.get(data_args.task_name) if data_args.task_name else None
+    if task is not None and task.is_regression:
+        return LabelScheme(is_regression=True)
+    feature = raw[split].features[column]
+    if isinstance(feature, datasets.ClassLabel):
+        return LabelScheme(is_regression=False, names=list(feature.names), by_id=True)
+    if task is not None:
+        return LabelScheme(is_regression=False, names=list(task.label_names), by_id=True)
+
+    values = raw[split][column]
+    rows: dict[str, list[int]] = {}
+    for row, value in enumerate(values):
+        rows.setdefault(label_kind(value), []).append(row)
+    if "missing" in rows:
+        missing = rows["missing"]
+        raise ValueError(f"{locate(split, missing[0])}: no {column!r} label{more_rows(locate, split, missing[1:])}. "
+                         "Fill it in or remove the row.")
+    if "other" in rows:
+        row = rows["other"][0]
+        raise ValueError(f"{locate(split, row)}: label {values[row]!r} is a {type(values[row]).__name__}, not a "
+                         "number or a name: a label is one value.")
+    numbers = sorted(rows.get("integer", []) + rows.get("decimal", []))
+    texts = rows.get("text", [])
+    if data_args.label_type == "regression" or (data_args.label_type == "auto" and "decimal" in rows and not texts):
+        return LabelScheme(is_regression=True)
+    if data_args.label_type == "auto" and numbers and texts:
+        raise mixed_labels_error(locate, split, values, rows)
+    names = sorted({class_name(value) for value in values})
+    if all(_INTEGER.fullmatch(name) for name in names):
+        names.sort(key=int)
+    return LabelScheme(is_regression=False, names=names)
+
+
+def mixed_labels_error(locate: RowLocator, split: str, values: list, rows: dict[str, list[int]]) -> ValueError:
+    """The refusal of a label column with numbers and text: it names the rarer kind's first row (the likely
+    mistake), an example of the other kind, and how to say what was meant."""
+    numbers = sorted(rows.get("integer", []) + rows.get("decimal", []))
+    texts = rows["text"]
+    odd, usual = (texts, numbers) if len(texts) <= len(numbers) else (numbers, texts)
+    usual_kind = ("text" if usual is texts else "decimal numbers" if "decimal" in rows and not rows.get("integer")
+                  else "integers" if "decimal" not in rows else "numbers")
+    odd_kind = "text" if odd is texts else "a number"
+    first, example = odd[0], usual[0]
+    message = (f"{locate(split, first)}: label {shown(values[first])} is {odd_kind}, but the file's other labels "
+               f"are {usual_kind} (e.g. {shown(values[example])} on {locate.row(split, example)})"
+               f"{more_rows(locate, split, odd[1:])}. ")
+    if "decimal" in rows and usual is numbers:
+        message += ("Read as a regression (its numbers include decimals), every label must be a number: fix or "
+                    "remove those rows. To take every distinct value as a class instead, pass --label_type "
+                    "classification.")
+    else:
+        message += ("Write every label the same way (all names, or all integers); or pass --label_type "
+                    f"classification to take every distinct value as a class ({shown(values[first])} and "
+                    f"{shown(values[example])} are then two classes).")
+    return ValueError(message)
+
+
+def check_labels(data_args: DataTrainingArguments, raw: datasets.DatasetDict, scheme: LabelScheme,
+                 locate: RowLocator) -> None:
+    """Refuse, before training, a row of any split whose label the scheme cannot read: not a number in a
+    regression; in a classification a class absent from the training file (it would be mapped to no class),
+    a score where the training file has classes, a number where it has names or text where it has integers; a
+    missing label. Test splits may leave rows unlabelled (empty, or -1)."""
+    column = data_args.label_column
+    reference_split = "train" if "train" in raw else "validation"
+    reference = locate.source(reference_split)
     for split, dataset in raw.items():
         if column not in dataset.column_names:
             continue
         unlabelled_ok = split.startswith("test")
+        values = dataset[column]
         bad = []
-        for row, value in enumerate(dataset[column]):
-            if unlabelled_ok and (value is None or value == -1):
+        for row, value in enumerate(values):
+            if unlabelled_ok and is_unlabelled(value):
                 continue
-            if value is None or (value_to_name is not None and value not in value_to_name):
-                bad.append((row, value))
+            kind = label_kind(value)
+            if kind == "missing" or (not is_number(value) if scheme.is_regression else scheme.name_of(value) is None):
+                bad.append(row)
         if not bad:
             continue
-        row, value = bad[0]
-        where, others = locate(split, row), more_rows(locate, split, [r for r, _ in bad[1:]])
-        if value is None:
+        row, value = bad[0], values[bad[0]]
+        kind = label_kind(value)
+        where, others = locate(split, row), more_rows(locate, split, bad[1:])
+        if kind == "missing":
             raise ValueError(f"{where}: no {column!r} label{others}. Fill it in or remove the row.")
+        if scheme.is_regression:
+            why = (f"--task_name {data_args.task_name} is a regression" if data_args.task_name
+                   else "--label_type regression reads every label as a number"
+                   if data_args.label_type == "regression" and split == reference_split
+                   else f"the labels of {reference} are numbers (a regression)")
+            raise ValueError(f"{where}: label {shown(value)} is not a (finite) number, but {why}{others}. Fix the "
+                             "value, or remove the row.")
+        classes = scheme.shown_classes()
+        all_integers = all(isinstance(name, int) for name in classes)
+        if kind == "decimal" and not float(value).is_integer():
+            raise ValueError(
+                f"{where}: {shown(value)} is a score (a decimal number), not a class{others}: {reference} is a "
+                f"classification with the classes {classes}. Give a {split} file of the same task, labelled "
+                "with those classes."
+            )
+        if kind == "text" and all_integers and not scheme.by_id:
+            raise ValueError(f"{where}: label {shown(value)} is text, but the classes of {reference} are the "
+                             f"integers {classes}{others}. Write it as one of them, or remove the row.")
+        if kind in ("integer", "decimal") and not any(_INTEGER.fullmatch(str(n)) for n in classes):
+            raise ValueError(f"{where}: label {shown(value)} is a number, but the classes of {reference} are the "
+                             f"names {classes}{others}. Write the class's name, or remove the row.")
         raise ValueError(
-            f"{where}: label {value!r} is not one of the labels {list(value_to_name)} of {reference}{others}. "
+            f"{where}: label {shown(value)} is not one of the labels {classes} of {reference}{others}. "
             "Every label must occur in the training data: add examples of it there, or remove those rows."
         )
 
 
-def check_label_count(value_to_name: dict | None, source: str) -> None:
+def check_label_count(scheme: LabelScheme, source: str) -> None:
     """Refuse a classification with fewer than two classes: one output is a regression head, and a classifier
     that can answer only one class learns nothing."""
-    if value_to_name is not None and len(value_to_name) < 2:
-        raise ValueError(
-            f"{source}: every example has the label {next(iter(value_to_name.values()))!r}, the only label found: "
-            "a classification needs at least two classes. Add examples of the other class(es) to the training "
-            "file."
-        )
+    if scheme.is_regression or len(scheme.names) >= 2:
+        return
+    only = scheme.names[0]
+    raise ValueError(
+        f"{source}: every example has the label {only!r}, the only label found: a classification needs at least "
+        "two classes. Add examples of the other class(es) to the training file"
+        + ("; or, if the labels are scores, pass --label_type regression." if _INTEGER.fullmatch(only) else ".")
+    )
 
 
 def named_label_order(label_names: list[str], source: str, config) -> list[str] | None:
@@ -348,10 +552,13 @@ def main(argv: list[str] | None = None) -> dict:
     first, second = text_columns(data_args, raw[reference_split].column_names)
     locate = row_locator(data_args, raw)
     check_texts(data_args, raw, (first, second), locate)
-    is_regression, value_to_name = label_setup(data_args, raw)
-    check_labels(data_args, raw, value_to_name, locate)
-    check_label_count(value_to_name, locate.source(reference_split))
-    label_names = list(value_to_name.values()) if value_to_name else None
+    scheme = label_scheme(data_args, raw, locate)
+    check_labels(data_args, raw, scheme, locate)
+    check_label_count(scheme, locate.source(reference_split))
+    is_regression, label_names = scheme.is_regression, scheme.names
+    configs = checkpoint_configs(model_args, training_args.strategy, also_teacher=model_args.measure_compression)
+    check_architectures(configs, "sequence-classification", "run_glue.py")  # before any weight is loaded
+    check_max_seq_length(data_args.max_seq_length, configs)
     if label_names:
         label_names = label_order(label_names, model_args, training_args.strategy)
     num_labels = 1 if is_regression else len(label_names)
@@ -360,6 +567,7 @@ def main(argv: list[str] | None = None) -> dict:
     tokenizer_source = (model_args.tokenizer_name or model_args.teacher_model_name_or_path
                         or model_args.student_init_from or model_args.model_name_or_path)
     tokenizer = AutoTokenizer.from_pretrained(tokenizer_source, cache_dir=model_args.cache_dir, token=model_args.token)
+    check_max_seq_length(data_args.max_seq_length, tokenizer=tokenizer)
     check_distillation_pair(student, teacher)  # a vocabulary mismatch is the pair's first
     if len(tokenizer) > student.config.vocab_size:
         raise ValueError(f"the tokenizer has {len(tokenizer)} tokens but the student's vocabulary only "
@@ -373,15 +581,16 @@ def main(argv: list[str] | None = None) -> dict:
         encoded = tokenizer(*texts, padding=padding, max_length=data_args.max_seq_length, truncation=True)
         if data_args.label_column in batch:
             labels = batch[data_args.label_column]
-            if is_regression:
-                encoded["labels"] = [float(v) for v in labels]
+            if is_regression:  # a test file's unlabelled rows (checked by check_labels) are only predicted
+                encoded["labels"] = [float(v) if is_number(v) else float("nan") for v in labels]
             else:  # unlabelled rows (GLUE's test sets use -1) get -1 and are only predicted
-                encoded["labels"] = [label_to_id.get(value_to_name.get(v), -1) for v in labels]
+                encoded["labels"] = [label_to_id.get(scheme.name_of(v), -1) for v in labels]
         return encoded
 
     with training_args.main_process_first(desc="dataset map pre-processing"):
-        processed = raw.map(preprocess, batched=True, remove_columns=raw[reference_split].column_names,
-                            desc="Tokenizing")
+        processed = datasets.DatasetDict({  # each split's own columns: a test file may have no label column
+            split: dataset.map(preprocess, batched=True, remove_columns=dataset.column_names, desc="Tokenizing")
+            for split, dataset in raw.items()})
 
     def select(split, limit):
         dataset = processed[split]

@@ -52,6 +52,7 @@ from hf_prokt.scripting.arguments import (
 )
 from hf_prokt.scripting.data_files import ENCODING
 from hf_prokt.scripting.final_evaluation import final_evaluation
+from hf_prokt.scripting.model_checks import check_architectures, check_max_seq_length, checkpoint_configs
 from hf_prokt.scripting.run_folder import replace_previous_run, start_of_run
 from hf_prokt.scripting.shutdown import end_process
 from hf_prokt.strategies import strategy_class
@@ -93,7 +94,8 @@ class DataTrainingArguments(RunOutputArguments):
     max_seq_length: int = field(
         default=128,
         metadata={"help": "Sub-tokens per sentence after tokenization; longer sentences are truncated (their last "
-                          "words are not trained on and are predicted 'O')."},
+                          "words are not trained on and are predicted 'O'). At most the models' positions and the "
+                          "tokenizer's model_max_length."},
     )
     pad_to_max_length: bool = field(
         default=False, metadata={"help": "Pad every input to max_seq_length (default: dynamic padding per batch)."}
@@ -343,6 +345,9 @@ def main(argv: list[str] | None = None) -> dict:
                              f"{split!r} split).")
     labels = label_list(raw, data_args)
     check_tags(raw, origins, data_args, labels)
+    configs = checkpoint_configs(model_args, training_args.strategy, also_teacher=model_args.measure_compression)
+    check_architectures(configs, "token-classification", "run_ner.py")  # before any weight is loaded
+    check_max_seq_length(data_args.max_seq_length, configs)
     label_source = (model_args.teacher_model_name_or_path if loads_teacher(model_args, training_args.strategy)
                     else model_args.student_init_from or model_args.model_name_or_path)
     if label_source:  # the checkpoint whose head fixes the tags' order
@@ -354,6 +359,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     teacher, student = build_models(model_args, training_args, labels)
     tokenizer = load_tokenizer(model_args)
+    check_max_seq_length(data_args.max_seq_length, tokenizer=tokenizer)
     if len(tokenizer) > student.config.vocab_size:
         raise ValueError(f"the tokenizer has {len(tokenizer)} tokens but the student's vocabulary only "
                          f"{student.config.vocab_size}: use the models' own tokenizer (--tokenizer_name).")

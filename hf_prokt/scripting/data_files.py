@@ -185,6 +185,11 @@ def load_data_files(files: Mapping[str, str], required_columns: Mapping[str, Seq
     All files share one format: ``.tsv`` (tab-separated, quotes literal, as GLUE ships its files), ``.csv``, or
     ``.json`` / ``.jsonl``. Each file is checked first (`check_data_file`, with ``required_columns[split]``), and
     a failure of `datasets` is re-raised as one `DataFileError` naming the file and the cause.
+
+    Each file is read on its own: its columns keep the types its own values give (read together, `datasets`
+    would cast every file to the first one's types, and fail on a validation file of decimal scores beside a
+    training file of integer labels before anything could say which row is wrong), and a split has the
+    columns of its file only (a test file without a label column has none).
     """
     kinds = {file_format(path) for path in files.values()}
     if len(kinds) != 1:
@@ -195,10 +200,14 @@ def load_data_files(files: Mapping[str, str], required_columns: Mapping[str, Seq
     # The JSON reader skips a byte-order mark itself (and would re-encode every block if told the encoding).
     builder, options = {"tsv": ("csv", {**TSV_OPTIONS, "encoding": ENCODING}), "csv": ("csv", {"encoding": ENCODING}),
                         "json": ("json", {})}[kind]
-    try:
-        return datasets.load_dataset(builder, data_files=dict(files), cache_dir=cache_dir, **options)
-    except Exception as error:
-        cause = error
-        while cause.__cause__ is not None or cause.__context__ is not None:
-            cause = cause.__cause__ or cause.__context__
-        raise DataFileError(f"could not read {', '.join(files.values())}: {type(cause).__name__}: {cause}") from error
+    splits = {}
+    for split, path in files.items():
+        try:
+            splits[split] = datasets.load_dataset(builder, data_files={split: path}, split=split, cache_dir=cache_dir,
+                                                  **options)
+        except Exception as error:
+            cause = error
+            while cause.__cause__ is not None or cause.__context__ is not None:
+                cause = cause.__cause__ or cause.__context__
+            raise DataFileError(f"could not read {path}: {type(cause).__name__}: {cause}") from error
+    return datasets.DatasetDict(splits)
