@@ -70,6 +70,8 @@ TINY_DEFAULTS = dict(output_dir=os.path.join(quality.RESULTS_DIR, "protocol_tiny
                      eval_samples=48, max_steps=24, batch_size=16, eval_batch_size=48, eval_steps=10,
                      logging_steps=2, student_lr=3e-3, teacher_lr=3e-3, max_length=16)
 # Settings whose value, when not the default, goes into the run's name (two different runs never share a file).
+# The width of the pretrained MiniLM-L6 every student comes from; a run name shows any other width.
+MINILM_HIDDEN_SIZE = 384
 NAMED_SETTINGS = ("student_lr", "teacher_lr", "prokt_lambda", "temperature", "warmup_ratio", "weight_decay",
                   "max_grad_norm", "batch_size", "max_length", "zero_init_classifier", "subset_seed",
                   "hidden_distill_weight", "alpha_warmup_steps", "lambda_warmup_steps")
@@ -100,11 +102,27 @@ def build_parser() -> argparse.ArgumentParser:
     add("--student_source_layers", default=None,
         help="comma-separated 0-based layers of --student_init the student's layers are copied from, one per "
         "student layer, e.g. 3,5 (default: uniformly spaced from the first: 0,3 for 2 of 6 layers)")
+    add("--student_hidden_size", type=int, default=None,
+        help="a narrower student: its width (weights selected from --student_init's, see student_from_teacher; "
+        "default: --student_init's width)")
+    add("--student_intermediate_size", type=int, default=None,
+        help="with --student_hidden_size: the feed-forward width (default: the source's ratio)")
+    add("--student_num_attention_heads", type=int, default=None,
+        help="with --student_hidden_size: the heads (default: the source's head size kept when it divides)")
+    add("--student_weight_init", choices=("teacher", "random"), default="teacher",
+        help="'teacher': the student's weights copied (and selected) from --student_init; 'random': the same "
+        "student shape freshly initialised (the baseline weight selection is compared with)")
     add("--hidden_distill_weight", type=float, default=0.0,
         help="kd and prokt: weight of the hidden-state MSE between the student's layers and the teacher's "
         "(layer map uniform)")
     add("--alpha_warmup_steps", type=int, default=0,
         help="kd and prokt: ramp alpha from 0 (labels only) to --alpha over this many steps (0: no ramp)")
+    add("--prokt_constraint", choices=("penalty", "dual"), default=None,
+        help="prokt: 'penalty' (a fixed --prokt_lambda, the default) or 'dual' (a multiplier that keeps the "
+        "teacher's KL to the student near --prokt_epsilon, the authors' KDDualCriterion)")
+    add("--prokt_epsilon", type=float, default=None, help="prokt, dual: the KL budget (default: the library's)")
+    add("--dual_lr", type=float, default=None, help="prokt, dual: the multiplier's step size (default: the library's)")
+    add("--dual_init", type=float, default=None, help="prokt, dual: the multiplier's start (default: the library's)")
     add("--lambda_warmup_steps", type=int, default=0,
         help="prokt: ramp the teacher's lambda from 0 to --prokt_lambda over this many steps (0: no ramp)")
     add("--tag", default=None, help="appended to the run's name, for changes the name does not show")
@@ -165,6 +183,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         for flag in ("hidden_distill_weight", "alpha_warmup_steps"):
             if getattr(args, flag):
                 parser.error(f"--{flag} weighs or ramps a teacher's term: finetune has none (leave it out).")
+    for flag in ("prokt_constraint", "prokt_epsilon", "dual_lr", "dual_init"):
+        if getattr(args, flag) is not None and args.recipe != "prokt":
+            parser.error(f"--{flag} shapes ProKT's teacher step: it applies to --recipe prokt only.")
+    for flag in ("prokt_epsilon", "dual_lr", "dual_init"):
+        if getattr(args, flag) is not None and args.prokt_constraint != "dual":
+            parser.error(f"--{flag} sets the dual constraint: give --prokt_constraint dual too.")
     if args.lambda_warmup_steps and args.recipe != "prokt":
         parser.error("--lambda_warmup_steps ramps ProKT's lambda: it applies to --recipe prokt only.")
     for flag in ("hidden_distill_weight", "alpha_warmup_steps", "lambda_warmup_steps"):
@@ -179,8 +203,14 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         if len(args.student_source_layers) != args.student_layers:
             parser.error(f"--student_source_layers names {len(args.student_source_layers)} layers for a "
                          f"{args.student_layers}-layer student (--student_layers): name one per student layer.")
-    for flag in ("student_layers", "batch_size", "eval_batch_size", "logging_steps", "max_length"):
-        if getattr(args, flag) < 1:
+    if args.student_weight_init == "random" and args.student_source_layers is not None:
+        parser.error("--student_source_layers names layers to copy, and --student_weight_init random copies none.")
+    for flag in ("student_intermediate_size", "student_num_attention_heads"):
+        if getattr(args, flag) is not None and args.student_hidden_size is None:
+            parser.error(f"--{flag} shapes a narrower student: give --student_hidden_size too.")
+    for flag in ("student_layers", "batch_size", "eval_batch_size", "logging_steps", "max_length",
+                 "student_hidden_size", "student_intermediate_size", "student_num_attention_heads"):
+        if getattr(args, flag) is not None and getattr(args, flag) < 1:
             parser.error(f"--{flag} must be at least 1.")
     if args.eval_steps < 0 or (args.max_steps is not None and args.max_steps < 1):
         parser.error("--eval_steps must be >= 0 and --max_steps >= 1.")
@@ -228,6 +258,11 @@ def run_variant(args: argparse.Namespace) -> str:
         parts.append(f"teacher-{_folder_name(args.prokt_teacher)}")
     if args.student_source_layers is not None:
         parts.append("layers" + "-".join(str(i) for i in args.student_source_layers))
+    if args.student_weight_init == "random":
+        parts.append("random-init")
+    if args.prokt_constraint == "dual":
+        parts.append("dual" + "".join(f"_{key}{value:g}" for key, value in (
+            ("eps", args.prokt_epsilon), ("dlr", args.dual_lr), ("dinit", args.dual_init)) if value is not None))
     for key in NAMED_SETTINGS:
         value = getattr(args, key)
         if value != args.defaults[key]:
@@ -239,11 +274,24 @@ def run_variant(args: argparse.Namespace) -> str:
 
 def run_setting(args: argparse.Namespace) -> str:
     parts = [f"L{args.student_layers}"]
+    width = student_width(args)
+    if width is not None:
+        parts.append(f"H{width}")
     if args.max_steps is not None:
         parts.append(f"steps{args.max_steps}")
     if args.train_samples is not None:
         parts.append(f"n{args.train_samples}")
     return "_".join(parts)
+
+
+def student_width(args: argparse.Namespace) -> int | None:
+    """The student's hidden size when it is not MiniLM-L6's 384 (None then): from --student_hidden_size, else
+    from --student_init's config (a narrow pre-trained student keeps its own width). Runs of one width pair."""
+    width = args.student_hidden_size
+    if width is None and args.student_init is not None:
+        with open(os.path.join(args.student_init, "config.json")) as f:
+            width = json.load(f).get("hidden_size")
+    return None if width in (None, MINILM_HIDDEN_SIZE) else width
 
 
 def _folder_name(path: str) -> str:
@@ -296,11 +344,18 @@ def build_models(args: argparse.Namespace, pretrained: str, kd_teacher: str | No
     source_path = args.student_init or pretrained
     source, source_head_loaded = load_classifier(source_path, args.seed)
     set_labels(source, labels)
-    student = student_from_teacher(source, args.student_layers, args.student_source_layers)
+    student = student_from_teacher(
+        source, args.student_layers, args.student_source_layers, hidden_size=args.student_hidden_size,
+        intermediate_size=args.student_intermediate_size, num_attention_heads=args.student_num_attention_heads,
+        init=args.student_weight_init)
     del source
     if args.zero_init_classifier:
         zero_classification_layer(student)
     student_info = {"checkpoint": os.path.abspath(source_path), "layers": args.student_layers,
+                    "hidden_size": student.config.hidden_size,
+                    "intermediate_size": student.config.intermediate_size,
+                    "num_attention_heads": student.config.num_attention_heads,
+                    "weight_init": args.student_weight_init,
                     "source_layers": student.config.student_from_teacher["teacher_layers"],
                     "head": "copied from the checkpoint" if source_head_loaded else "freshly initialised",
                     "head_zeroed": args.zero_init_classifier, "labels": student.config.id2label,
@@ -366,6 +421,11 @@ def training_arguments(args: argparse.Namespace, workdir: str, strategy: str, ma
     )
     if strategy == "prokt" and args.anchor["passed"]:
         settings["prokt_anchor"] = args.anchor["used"]
+    if strategy == "prokt" and args.prokt_constraint is not None:
+        settings["prokt_constraint"] = args.prokt_constraint
+        for key in ("prokt_epsilon", "dual_lr", "dual_init"):
+            if getattr(args, key) is not None:
+                settings[key] = getattr(args, key)
     settings.update(overrides)
     return ProKTTrainingArguments(**settings)
 
@@ -489,7 +549,7 @@ def hyperparameters(args: argparse.Namespace, max_steps: int, train_examples: in
         "distill_alpha": args.alpha if args.recipe != "finetune" else None,
         "distill_temperature": args.temperature if args.recipe != "finetune" else None,
         "prokt_lambda": args.prokt_lambda if args.recipe == "prokt" else None,
-        "prokt_constraint": "penalty" if args.recipe == "prokt" else None,
+        **constraint_settings(args),
         "prokt_target": "updated" if args.recipe == "prokt" else None,
         "prokt_anchor": args.anchor, "zero_init_classifier": args.zero_init_classifier,
         "hidden_distill_weight": args.hidden_distill_weight if args.recipe != "finetune" else None,
@@ -499,6 +559,19 @@ def hyperparameters(args: argparse.Namespace, max_steps: int, train_examples: in
         "eval_steps": args.eval_steps, "eval_batch_size": args.eval_batch_size, "logging_steps": args.logging_steps,
         "seed": args.seed, "data_seed": args.seed, "subset_seed": args.subset_seed,
     }
+
+
+def constraint_settings(args: argparse.Namespace) -> dict:
+    """ProKT's constraint as the run used it, library defaults filled in (None for other recipes)."""
+    if args.recipe != "prokt":
+        return {"prokt_constraint": None}
+    fields = {f.name: f.default for f in dataclasses.fields(ProKTTrainingArguments)}
+    used = args.prokt_constraint or fields["prokt_constraint"]
+    settings = {"prokt_constraint": used}
+    if used == "dual":
+        for key in ("prokt_epsilon", "dual_lr", "dual_init"):
+            settings[key] = getattr(args, key) if getattr(args, key) is not None else fields[key]
+    return settings
 
 
 def main(argv: Sequence[str] | None = None) -> int:

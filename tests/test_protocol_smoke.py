@@ -7,6 +7,7 @@ import json
 import math
 import os
 import shlex
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -292,3 +293,91 @@ def test_the_plan_names_each_run_as_the_harness_does(tmp_path, monkeypatch):
             "prokt-eval_a0.5_teacher-kd_teacher_minilm_sst2_L2_s0", "kd_a1_layers2-5_L2_s0",
             "prokt-eval_a0.5_alpha_warmup_steps200_L2_s0", "kd_a1_hidden_distill_weight1_L2_s0",
             "prokt-eval_a0.5_L4_s3", "prokt-eval_a0.5_hidden_distill_weight1_L2_s2"} <= set(names)
+
+
+@pytest.mark.parametrize("weight_init", ["teacher", "random"])
+def test_a_narrower_student_is_selected_or_drawn_and_named_by_its_width(tmp_path, weight_init):
+    # The tiny pretrained model is 32 wide with 2 heads of 16: a 16-wide student keeps one head whole.
+    argv = ["--tiny", "--recipe", "finetune", "--student_hidden_size", "16", "--student_weight_init", weight_init,
+            "--output_dir", str(tmp_path)]
+    assert sst2_protocol.main(argv) == 0
+    variant = "finetune" if weight_init == "teacher" else "finetune_random-init"
+    run = json.loads((tmp_path / f"{variant}_L2_H16_steps24_n64_s0.json").read_text())
+    assert run["setting"] == "L2_H16_steps24_n64"
+    student = run["models"]["student"]
+    assert (student["hidden_size"], student["intermediate_size"], student["num_attention_heads"]) == (16, 32, 1)
+    assert student["weight_init"] == weight_init
+    assert student["source_layers"] == ([0, 2] if weight_init == "teacher" else None)
+
+
+def test_narrow_student_flags_are_checked():
+    with pytest.raises(SystemExit):
+        sst2_protocol.parse_args(["--tiny", "--recipe", "finetune", "--student_intermediate_size", "64"])
+    with pytest.raises(SystemExit):
+        sst2_protocol.parse_args(["--tiny", "--recipe", "finetune", "--student_weight_init", "random",
+                                  "--student_source_layers", "0,1"])
+
+
+def test_the_dual_constraint_reaches_the_trainer_and_the_run_name(tmp_path):
+    argv = ["--tiny", "--recipe", "prokt", "--prokt_constraint", "dual", "--prokt_epsilon", "0.05",
+            "--output_dir", str(tmp_path)]
+    args = sst2_protocol.parse_args(argv)
+    assert "_dual_eps0.05_" in args.name
+    trainer_args = sst2_protocol.training_arguments(args, str(tmp_path), "prokt", 4)
+    assert (trainer_args.prokt_constraint, trainer_args.prokt_epsilon) == ("dual", 0.05)
+    settings = sst2_protocol.constraint_settings(args)
+    assert settings["prokt_constraint"] == "dual" and settings["prokt_epsilon"] == 0.05
+    assert settings["dual_lr"] == trainer_args.dual_lr and settings["dual_init"] == trainer_args.dual_init
+    with pytest.raises(SystemExit):
+        sst2_protocol.parse_args(["--tiny", "--recipe", "kd", "--prokt_constraint", "dual"])
+    with pytest.raises(SystemExit):
+        sst2_protocol.parse_args(["--tiny", "--recipe", "prokt", "--prokt_epsilon", "0.1"])
+
+
+TINYBERT_PLAN = PLAN.parent / "tinybert_plan.sh"
+
+
+def test_the_tinybert_plan_names_each_run_as_the_harness_does(tmp_path, monkeypatch):
+    # The plan's students and KD teacher, as folders whose config.json the harness reads (widths name the runs).
+    monkeypatch.setattr(sst2_protocol, "ProKTTrainingArguments", _ArgumentsWithAnchor)
+    runs_dir, kd_teacher = tmp_path / "runs", tmp_path / "kd_teacher_minilm_sst2"
+    for folder, config in ((runs_dir / "gd_L4_H192", {"hidden_size": 192}),
+                           (runs_dir / "gd_L4_H312", {"hidden_size": 312}), (kd_teacher, {})):
+        folder.mkdir(parents=True)
+        (folder / "config.json").write_text(json.dumps(config))
+    env = {**os.environ, "RUNS": str(runs_dir), "KD_TEACHER": str(kd_teacher), "RESULTS": str(tmp_path / "res")}
+    listing = subprocess.run(["bash", str(TINYBERT_PLAN), "--list"], env=env, capture_output=True, text=True,
+                             check=True, cwd=PLAN.parent.parent).stdout.splitlines()
+    stages = [line for line in listing if "run_general_distillation.py" in line]
+    assert [line.split(" ")[0] for line in stages] == ["gd_L4_H192", "gd_L4_H312"]
+    assert all("--student_num_layers 4" in line and "--head none" in line for line in stages)
+    runs = [line for line in listing if "benchmarks.sst2_protocol" in line]
+    assert len(runs) == 22 and len(listing) == 24
+    names = []
+    for line in runs:
+        name, command = line.split(" [todo]: ")
+        arguments = shlex.split(command)[3:]  # after `python -m benchmarks.sst2_protocol`
+        assert sst2_protocol.parse_args(arguments).name == name
+        names.append(name)
+    assert len(set(names)) == len(names)
+    assert {"kd_a1_random-init_L4_H192_s0", "kd_a1_L4_H192_s2", "prokt-eval_a0.5_init-gd_L4_H192_L4_H192_s1",
+            "kd_a1_init-gd_L4_H312_L4_H312_s0", "prokt-eval_a0.5_dual_eps0.02_L2_steps3790_s0"} <= set(names)
+
+
+def test_student_sizes_measures_every_shape_against_the_teacher(tmp_path):
+    from benchmarks import student_sizes
+
+    output = tmp_path / "sizes.json"
+    results = student_sizes.main(["--tiny", "--repeats", "1", "--warmup", "0", "--batch_sizes", "1", "2",
+                                  "--seq_len", "8", "--output", str(output)])
+    assert json.loads(output.read_text()) == json.loads(json.dumps(results))
+    full, narrow = results["students"]["L2"], results["students"]["L2_H16"]
+    # Tiny BERT: vocab 100, positions 128, types 2; a layer of width H and feed-forward 2H; pooler; 2 labels.
+    def parameters(hidden, layers):
+        embeddings = (100 + 128 + 2) * hidden + 2 * hidden
+        layer = 4 * (hidden * hidden + hidden) + 2 * (2 * hidden * hidden) + 3 * hidden + 4 * hidden
+        return embeddings + layers * layer + hidden * hidden + hidden + 2 * hidden + 2
+    assert full["student_parameters"] == parameters(32, 2) and narrow["student_parameters"] == parameters(16, 2)
+    assert full["teacher_parameters"] == narrow["teacher_parameters"] == parameters(32, 4)
+    assert (narrow["hidden_size"], narrow["intermediate_size"], narrow["num_attention_heads"]) == (16, 32, 1)
+    assert narrow["student_size_bytes"] < full["student_size_bytes"] < full["teacher_size_bytes"]
