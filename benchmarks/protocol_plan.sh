@@ -49,6 +49,8 @@ kd_teacher() {
     --load_best_model_at_end --metric_for_best_model accuracy --logging_steps 50 --report_to none --seed 0
     --do_train --do_eval --output_dir "$KD_TEACHER" --dataloader_num_workers 0)
   if $listing; then echo "kd teacher (missing): ${command[*]}"; return 0; fi
+  # stopped part-way (a session's end): go on from its last complete checkpoint
+  compgen -G "$KD_TEACHER/checkpoint-*" > /dev/null && command+=(--resume_from_checkpoint last)
   echo "== training the KD teacher into $KD_TEACHER"
   "${command[@]}"
 }
