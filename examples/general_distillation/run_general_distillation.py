@@ -29,7 +29,6 @@ tokenizer and its model card.
 
 from __future__ import annotations
 
-import itertools
 import logging
 import os
 import sys
@@ -37,7 +36,6 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import Literal
 
-import datasets
 import transformers
 from transformers import (
     AutoConfig,
@@ -64,6 +62,14 @@ from hf_prokt.scripting.arguments import (
 from hf_prokt.scripting.final_evaluation import final_evaluation
 from hf_prokt.scripting.run_folder import replace_previous_run, start_of_run
 from hf_prokt.scripting.shutdown import end_process
+from hf_prokt.scripting.text_blocks import (
+    STRUCTURED_EXTENSIONS,
+    check_not_empty,
+    first_blocks,
+    load_raw_text,
+    rows_for_compression,
+    tokenize_into_blocks,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -71,8 +77,6 @@ logger = logging.getLogger(__name__)
 # embeddings and hidden states. A flag or a JSON config overrides them.
 GENERAL_DISTILLATION_DEFAULTS = {"strategy": "kd", "hidden_distill_weight": 1.0, "embedding_distill_weight": 1.0}
 DEFAULT_BLOCK_SIZE = 128
-# Files that are not plain text: read line by line they would teach their markup.
-STRUCTURED_EXTENSIONS = (".json", ".jsonl", ".csv", ".tsv", ".parquet", ".arrow")
 
 
 @dataclass
@@ -203,93 +207,6 @@ def block_size_for(data_args: DataTrainingArguments, model_args: ModelArguments)
 
 
 # --------------------------------------------------------------------------------------------------- data
-
-
-def load_raw_text(data_args: DataTrainingArguments, model_args: ModelArguments) -> dict:
-    """``{"train": ..., "validation": ...}`` (the splits there are): Datasets, or IterableDatasets with
-    ``--streaming``, with the text column."""
-    common = dict(cache_dir=model_args.cache_dir, streaming=data_args.streaming)
-    if data_args.dataset_name:
-        builder, options = data_args.dataset_name, dict(name=data_args.dataset_config_name, token=model_args.token)
-        splits = {}
-        for name in ("train", "validation"):
-            try:
-                splits[name] = datasets.load_dataset(builder, split=name, **options, **common)
-            except ValueError as error:  # a split the dataset does not have
-                if "split" not in str(error).lower():
-                    raise
-    else:
-        files = {}
-        for name, path in (("train", data_args.train_file), ("validation", data_args.validation_file)):
-            if path:
-                if not os.path.isfile(path):
-                    raise ValueError(f"no such text file: {path}")
-                files[name] = path
-        builder, options = "text", dict(data_files=files)
-        splits = {name: datasets.load_dataset(builder, split=name, **options, **common) for name in files}
-    percentage = data_args.validation_split_percentage
-    if percentage and "validation" not in splits and "train" in splits:
-        splits["validation"] = datasets.load_dataset(builder, split=f"train[:{percentage}%]", **options, **common)
-        splits["train"] = datasets.load_dataset(builder, split=f"train[{percentage}%:]", **options, **common)
-    elif percentage:
-        raise ValueError("--validation_split_percentage holds out part of the training data, but the validation "
-                         "data is given: leave one of them out.")
-    return splits
-
-
-def tokenize_into_blocks(dataset, tokenizer, text_column: str, block_size: int, data_args: DataTrainingArguments,
-                         split: str):
-    """The documents of ``dataset`` (blank ones skipped) tokenized, each with its own special tokens, then
-    concatenated 1,000 at a time and cut into blocks of ``block_size`` tokens (the last, shorter piece of every
-    1,000 dropped). A Dataset stays a Dataset, an IterableDataset is cut as it is read."""
-    columns = dataset.column_names
-    if columns is not None and text_column not in columns:
-        raise ValueError(f"the {split} data has no column {text_column!r} (columns: {columns}): set "
-                         "--text_column_name.")
-
-    no_documents = {name: [] for name in tokenizer("")}  # the columns of a batch of blank lines
-
-    def tokenize(batch):
-        documents = [text for text in batch[text_column] if text is not None and text.strip()]
-        # Documents longer than the models take are expected: they are cut into blocks below.
-        return tokenizer(documents, verbose=False) if documents else no_documents
-
-    def group(batch):
-        joined = {name: list(itertools.chain.from_iterable(values)) for name, values in batch.items()}
-        length = len(next(iter(joined.values()))) // block_size * block_size
-        return {name: [values[start:start + block_size] for start in range(0, length, block_size)]
-                for name, values in joined.items()}
-
-    workers = {} if data_args.streaming else {"num_proc": data_args.preprocessing_num_workers}
-    described = (lambda text: {}) if data_args.streaming else (lambda text: {"desc": text})
-    # Without the column names of some streamed datasets, the text column is removed by the map's return.
-    tokenized = dataset.map(tokenize, batched=True, remove_columns=columns or [text_column],
-                            **workers, **described(f"Tokenizing {split}"))
-    return tokenized.map(group, batched=True, **workers, **described(f"Cutting {split} into blocks of {block_size}"))
-
-
-def first_blocks(dataset, limit: int | None):
-    if limit is None:
-        return dataset
-    if isinstance(dataset, datasets.IterableDataset):
-        return dataset.take(limit)
-    return dataset.select(range(min(limit, len(dataset))))
-
-
-def check_not_empty(dataset, split: str, block_size: int) -> None:
-    """Refuse data that gives no block (reads the first block only of a streamed dataset)."""
-    empty = (next(iter(dataset), None) is None if isinstance(dataset, datasets.IterableDataset)
-             else len(dataset) == 0)
-    if empty:
-        raise ValueError(f"the {split} data holds fewer than {block_size} tokens: not one block of --block_size "
-                         f"{block_size}. Give more text, or a smaller --block_size.")
-
-
-def rows_for_compression(dataset, count: int) -> datasets.Dataset:
-    """The first ``count`` blocks as a Dataset (a streamed dataset is read that far)."""
-    if isinstance(dataset, datasets.IterableDataset):
-        return datasets.Dataset.from_list(list(itertools.islice(dataset, count)))
-    return dataset
 
 
 # ------------------------------------------------------------------------------------------------- models
