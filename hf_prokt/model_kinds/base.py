@@ -41,6 +41,10 @@ class ModelKind:
         card_task: the Hub task of a model card (``"text-classification"``), or None.
         distillable: whether `kd` and `prokt` can distil this kind (a kind recognised only to be refused: False).
         has_predictions: whether its outputs hold predictions (logits); a model without a task head has none.
+        is_language_model: a generative LM (causal or seq2seq), whose predictions cover a vocabulary.
+        averages_over_window_tokens: whether its per-position terms average over the predicted positions of the
+            whole gradient-accumulation window (an LM's, as the `Trainer` averages its own loss), rather than
+            per micro-batch.
     """
 
     name = "model of unknown kind"
@@ -50,6 +54,8 @@ class ModelKind:
     card_task: str | None = None
     distillable = True
     has_predictions = True
+    is_language_model = False
+    averages_over_window_tokens = False
 
     def __init__(self, class_suffix: str | None = None, predicts: str | None = None, card_task: str | None = None,
                  name: str | None = None):
@@ -80,6 +86,16 @@ class ModelKind:
         """``[B, L]``: the real positions of per-position predictions, which a loss averages over when the batch has
         no labels (the ``attention_mask``, aligned with `predictions`); None when the batch has none."""
         return batch.get("attention_mask")
+
+    def complete_batch(self, batch: dict, student: nn.Module) -> dict:
+        """The training batch with the inputs both models must share added (a seq2seq LM's decoder inputs);
+        the batch itself by default."""
+        return batch
+
+    def predicted_positions(self, batch: dict) -> torch.Tensor | None:
+        """``[B, L']`` bool: the positions whose predictions a per-position term counts, aligned with
+        `predictions`; None for one prediction per example (or when the batch says nothing)."""
+        return None
 
     def model_inputs(self, batch: dict) -> dict:
         """What both models' forwards receive: the batch without labels and cached teacher logits."""

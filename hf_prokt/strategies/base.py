@@ -27,6 +27,8 @@ from typing import ClassVar
 import torch
 from torch import nn
 
+from ..language_model_checks import check_language_model_setup
+
 
 class RunningMeans:
     """Per-name means of scalar tensors over the micro-batches since the last `pop`."""
@@ -105,6 +107,7 @@ class Strategy:
         """Check the recipe's set-up before the `Trainer` is built (nothing is touched yet). ``trainer_kwargs``: the
         other keyword arguments given to `ProKTTrainer` (``train_dataset``, ``model_init``...)."""
         self.check_trainer_kwargs(args, trainer_kwargs)
+        check_language_model_setup(args, student, teacher, trainer_kwargs)
         self.args = args
         self.trainer = None
         self.means = RunningMeans()

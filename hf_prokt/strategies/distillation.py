@@ -17,7 +17,7 @@ from torch import nn
 
 from ..eval_mode import eval_mode
 from ..losses import IntermediateDistiller, student_loss
-from ..model_kinds import ForwardInputs, base_model, model_config, model_kind_of
+from ..model_kinds import TEACHER_LOGITS, ForwardInputs, base_model, model_config, model_kind_of
 from ..pair_checks import check_distillation_pair, probe_pair
 from ..teacher import persistence
 from .base import Strategy
@@ -29,10 +29,26 @@ NO_DEEPSPEED_TEACHER = (
 )
 NEEDS_LABELS = (
     "the training data has no labels: ProKT trains the teacher on them, and distill_alpha < 1 (or a ramp "
-    "distill_alpha_warmup_steps) trains the student on them. Add a 'label' or 'labels' column, or use strategy='kd' "
+    "distill_alpha_warmup_steps) trains the student on them. Add a 'label' or 'labels' column (for a causal LM, "
+    "DataCollatorForLanguageModeling(tokenizer, mlm=False) makes them from the input_ids), or use strategy='kd' "
     "with distill_alpha=1.0 and no ramp for unlabelled data."
 )
 _LABEL_COLUMNS = {"label", "labels", "label_ids"}
+
+
+@dataclass
+class WindowTokens:
+    """The predicted positions of one gradient-accumulation window, for the kinds whose terms average over them
+    (`ModelKind.averages_over_window_tokens`): ``total`` over the window's micro-batches (over every process's
+    when ``args.average_tokens_across_devices``), and ``processes``, the factor that undoes the average of the
+    gradients over processes when the count is global (1 otherwise)."""
+
+    total: float
+    processes: int = 1
+
+    def share(self, micro_batch_tokens: float) -> float:
+        """The weight of a micro-batch's per-token mean loss in the window's per-token mean."""
+        return micro_batch_tokens / max(self.total, 1.0) * self.processes
 
 
 @dataclass
@@ -77,10 +93,12 @@ class Distillation(Strategy):
         self._student_given = student is not None
         if student is not None or trainer_kwargs.get("model_init") is None:
             self.check_pair(student, teacher)
-        self._check_has_labels(trainer_kwargs.get("train_dataset"))
+        if trainer_kwargs.get("data_collator") is None:  # a collator may add the labels: its batch is checked
+            self._check_has_labels(trainer_kwargs.get("train_dataset"))
         self.teacher_model = self.wrapped_teacher = teacher
         self._teacher_prepared = self._distiller_prepared = False
         self.guards = None
+        self._window_tokens: WindowTokens | None = None
 
     def learns_from_cache(self, train_dataset, teacher: nn.Module | None) -> bool:
         """Whether the student learns from the training set's cached teacher logits instead of a live teacher;
@@ -107,6 +125,23 @@ class Distillation(Strategy):
         kind = model_kind_of(student)
         if student is not None and not kind.has_predictions:
             self._check_without_predictions(kind)
+        if kind.is_language_model:
+            self._check_language_models(kind)
+
+    def _check_language_models(self, kind) -> None:
+        """What a generative LM cannot be distilled with (yet)."""
+        if self.uses_cached_teacher_logits:
+            raise ValueError(
+                f"the training set has cached {TEACHER_LOGITS!r} for a {kind.name}: full logits cost one float per "
+                "vocabulary entry and per token (128 KB per token at 32k in fp32), and an LM cache of them is not "
+                "supported. Remove the column and pass teacher_model (the live teacher)."
+            )
+        if kind.auto_class == "AutoModelForSeq2SeqLM" and self.args.uses_intermediate_terms:
+            raise ValueError(
+                "the intermediate distillation terms (hidden/embedding/attention_distill_weight) are not supported "
+                f"for a {kind.name}: its encoder and decoder states would each need their own layer map. Set those "
+                "weights to 0 (the per-token terms on the decoder positions remain)."
+            )
 
     def _check_without_predictions(self, kind) -> None:
         """A model without a task head learns from the intermediate terms alone, and from no label."""
@@ -155,9 +190,10 @@ class Distillation(Strategy):
                 teacher.to(args.device)
             teacher.train(self.trains_teacher)
         if teacher is not None and trainer.train_dataset is not None:
-            student_outputs, teacher_outputs = self._probe_pair()
+            student_outputs, teacher_outputs, batch = self._probe_pair()
             if args.uses_intermediate_terms:
                 self.intermediate_distiller = self._build_intermediate_distiller(student_outputs, teacher_outputs)
+            self.check_batch_has_labels(batch)
         elif args.uses_intermediate_terms:
             raise ValueError(
                 "the intermediate distillation terms need the train_dataset when the trainer is built (their "
@@ -181,16 +217,27 @@ class Distillation(Strategy):
                 "under FSDP, or DDP for the intermediate terms."
             )
 
+    def example_batch(self) -> dict:
+        """Two training examples, collated and completed as the training batches are."""
+        return self.kind.complete_batch(self.trainer.example_batch(), self.trainer.model)
+
+    def check_batch_has_labels(self, batch: dict) -> None:
+        """Refuse a training batch without labels when the recipe needs them (the collator, when one is given,
+        may have been expected to add them)."""
+        if self.needs_labels() and self.kind.labels(batch) is None:
+            raise ValueError(NEEDS_LABELS)
+
     def _probe_pair(self) -> tuple:
-        """Both models' outputs on two training examples (`pair_checks.probe_pair`): a pair that cannot read the
-        same batch fails here, before anything is trained or written."""
-        trainer = self.trainer
-        return probe_pair(
-            trainer.model, self.teacher_model, trainer.example_batch(),
+        """Both models' outputs on two training examples (`pair_checks.probe_pair`), and the batch: a pair that
+        cannot read the same batch fails here, before anything is trained or written."""
+        trainer, batch = self.trainer, self.example_batch()
+        outputs = probe_pair(
+            trainer.model, self.teacher_model, batch,
             run_student=lambda batch, flags: trainer.model(**self.kind.model_inputs(batch), **flags),
             run_teacher=lambda batch, flags: self.run_teacher(self.teacher_model, batch, flags),
             output_flags=self.output_flags(), autocast=trainer.accelerator.autocast,
         )
+        return (*outputs, batch)
 
     def _build_intermediate_distiller(self, student_outputs, teacher_outputs) -> IntermediateDistiller:
         """Size the learned projections from one pair of example outputs."""
@@ -206,6 +253,35 @@ class Distillation(Strategy):
         if self.intermediate_distiller is not None and not self._distiller_prepared:
             self._wrapped_distiller = self.trainer.accelerator.prepare_model(self.intermediate_distiller)
             self._distiller_prepared = True
+
+    # ------------------------------------------------------------------ accumulation windows
+
+    def start_window(self, batch_samples: list[dict]) -> None:
+        """Complete the window's batches (a seq2seq LM's shared decoder inputs) and, for a kind that averages over
+        the window's tokens, count its predicted positions (`WindowTokens`)."""
+        kind = self.kind
+        for index, batch in enumerate(batch_samples):
+            batch_samples[index] = kind.complete_batch(batch, self.trainer.model)
+        self._window_tokens = None
+        if not kind.averages_over_window_tokens or not batch_samples:
+            return
+        counts = [kind.predicted_positions(batch) for batch in batch_samples]
+        if any(count is None for count in counts):
+            return  # nothing says which positions count: every position of each micro-batch does
+        args, accelerator = self.args, self.trainer.accelerator
+        total = sum(count.sum() for count in counts).to(args.device)
+        processes = 1
+        if args.average_tokens_across_devices and accelerator.num_processes > 1:
+            total, processes = accelerator.gather(total).sum(), accelerator.num_processes
+        self._window_tokens = WindowTokens(float(total), processes)
+
+    def window_share(self, inputs: dict, num_micro_batches: int) -> float:
+        """The weight of a micro-batch's mean loss in its window's: ``1 / num_micro_batches``, or, for a kind that
+        averages over the window's tokens, its share of the window's predicted positions."""
+        positions = self.kind.predicted_positions(inputs)
+        if self._window_tokens is None or positions is None:
+            return 1.0 / num_micro_batches
+        return self._window_tokens.share(float(positions.sum()))
 
     # ------------------------------------------------------------------ the teacher's outputs
 
@@ -262,6 +338,9 @@ class Distillation(Strategy):
                 args.alpha_at(self.trainer.state.global_step), args.distill_temperature, args.label_smoothing_factor,
                 attention_mask=kind.position_mask_source(inputs),  # per-token KD without labels: the real tokens count
             )
+            if model.training and self._window_tokens is not None:
+                # A mean over the window's tokens: the Trainer divides every micro-batch's loss by their number.
+                loss = loss * (self.window_share(inputs, 1) * self.trainer.current_gradient_accumulation_steps)
         else:  # no output term: the intermediate terms alone (general distillation)
             loss, parts = 0.0, {}
         if self.intermediate_distiller is not None:

@@ -69,10 +69,11 @@ class KnowledgeDistillation(Distillation):
     def _probe_cached_logits(self) -> None:
         """The student on two training examples against their cached logits: a cache from a teacher with other
         outputs fails here, before any step."""
-        student, batch = self.trainer.model, self.trainer.example_batch()
+        student, batch = self.trainer.model, self.example_batch()
         with eval_mode(student), self.trainer.accelerator.autocast():
             logits = self.kind.predictions(student(**self.kind.model_inputs(on_device_of(student, batch))))
         check_cached_logits_shape(logits, batch[TEACHER_LOGITS])
+        self.check_batch_has_labels(batch)
 
     def prepare_for_training(self, num_training_steps: int) -> None:
         super().prepare_for_training(num_training_steps)

@@ -140,6 +140,7 @@ class ProKT(Distillation):
     # ------------------------------------------------------------------ accumulation windows
 
     def start_window(self, batch_samples: list[dict]) -> None:
+        super().start_window(batch_samples)
         self._window, self._position, self._stale_targets = batch_samples, 0, None
 
     @contextmanager
@@ -200,8 +201,9 @@ class ProKT(Distillation):
         """Step 2: one optimizer step of the teacher on ``batches`` of ``(inputs, student_logits [B, C] or
         [B, L, C])``.
 
-        Gradients accumulate over the batches (each loss divided by their number) and are synchronised across
-        processes on the last one. Returns the detached pre-step teacher outputs (the stale targets), or Nones.
+        Gradients accumulate over the batches (each loss weighted by its `window_share`: divided by their number,
+        or by the window's predicted positions for an LM) and are synchronised across processes on the last one.
+        Returns the detached pre-step teacher outputs (the stale targets), or Nones.
         """
         args, accelerator, teacher = self.args, self.trainer.accelerator, self.wrapped_teacher
         guard = self.guards["teacher"] if self.guards is not None else None
@@ -225,7 +227,7 @@ class ProKT(Distillation):
                     loss, proximity = teacher_penalty_loss(teacher_logits, student_logits, labels,
                                                            args.lambda_at(self.trainer.state.global_step),
                                                            args.distill_temperature)
-                accelerator.backward(loss / len(batches))
+                accelerator.backward(loss * self.window_share(inputs, len(batches)))
             stale_targets.append(Target.detached(outputs, teacher_logits) if args.prokt_target == "stale" else None)
             proximities.append(proximity)
             losses.append(loss.detach())
