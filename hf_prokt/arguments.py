@@ -37,6 +37,8 @@ class ProKTTrainingArguments(TrainingArguments):
         Peak learning rate of the ProKT teacher's own optimizer.
     teacher_dtype (`str` or `None`, *optional*, defaults to `None`):
         `"kd"` only: cast the frozen teacher to `"bfloat16"`, `"float16"` or `"float32"`.
+    chunked_lm_loss (`bool` or `None`, *optional*, defaults to `None`):
+        Causal LMs: the output terms over chunks of positions, without full logits; `None`: where possible.
     evaluate_teacher (`bool` or `None`, *optional*, defaults to `None`):
         Also report the teacher's metrics as `eval_teacher_*`; `None`: yes for `"prokt"`, no for `"kd"`.
     zero_init_classifier (`bool`, *optional*, defaults to `False`):
@@ -208,6 +210,15 @@ class ProKTTrainingArguments(TrainingArguments):
             "help": "strategy='kd' only: cast the frozen teacher to this dtype ('bfloat16', 'float16' or "
             "'float32') to halve its memory; it runs in inference mode only (no optimizer, no gradients).",
             "choices": [None, "bfloat16", "float16", "float32"],
+        },
+    )
+    chunked_lm_loss: bool | None = field(
+        default=None,
+        metadata={
+            "help": "Causal LMs, 'kd' and 'prokt': compute the output terms over chunks of positions from the models' "
+            "last hidden states and output layers, never holding [batch, length, vocab] logits (the same values "
+            "as the plain terms). None: on for causal LMs whose forward takes logits_to_keep and whose output "
+            "layer is a plain Linear, off otherwise; True: required (refused when impossible); False: off."
         },
     )
     stop_on_nonfinite: bool = field(

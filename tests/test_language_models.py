@@ -95,13 +95,15 @@ def assert_parameters_equal(model: torch.nn.Module, expected: dict, atol: float 
         torch.testing.assert_close(value, expected[name], atol=atol, rtol=0, msg=name)
 
 
+@pytest.mark.parametrize("chunked", [None, False])
 @pytest.mark.parametrize("make", [tiny_gpt2, tiny_llama])
-def test_kd_on_a_causal_lm_is_the_next_token_step_on_the_completion(tmp_path, make):
+def test_kd_on_a_causal_lm_is_the_next_token_step_on_the_completion(tmp_path, make, chunked):
     dataset = prompt_completion_dataset()
     student, teacher = make(0), make(1)
     reference_student, reference_teacher = copy.deepcopy(student), copy.deepcopy(teacher)
-    trainer = ProKTTrainer(model=student, teacher_model=teacher, args=sgd_args(tmp_path, "kd"),
+    trainer = ProKTTrainer(model=student, teacher_model=teacher, args=sgd_args(tmp_path, "kd", chunked_lm_loss=chunked),
                            train_dataset=dataset)
+    assert trainer.strategy.chunked is (chunked is None)  # on by default for causal LMs
     trainer.train()
 
     batch = batch_of(dataset)
@@ -113,12 +115,13 @@ def test_kd_on_a_causal_lm_is_the_next_token_step_on_the_completion(tmp_path, ma
     assert_parameters_equal(trainer.teacher_model, parameters_of(reference_teacher), atol=0)  # frozen
 
 
-def test_prokt_on_a_causal_lm_is_the_four_steps_on_the_next_tokens(tmp_path):
+@pytest.mark.parametrize("chunked", [None, False])
+def test_prokt_on_a_causal_lm_is_the_four_steps_on_the_next_tokens(tmp_path, chunked):
     dataset = prompt_completion_dataset()
     student, teacher = tiny_gpt2(0), tiny_gpt2(1)
     reference_student, reference_teacher = copy.deepcopy(student), copy.deepcopy(teacher)
-    trainer = ProKTTrainer(model=student, teacher_model=teacher, args=sgd_args(tmp_path, "prokt"),
-                           train_dataset=dataset)
+    trainer = ProKTTrainer(model=student, teacher_model=teacher,
+                           args=sgd_args(tmp_path, "prokt", chunked_lm_loss=chunked), train_dataset=dataset)
     trainer.train()
 
     batch = batch_of(dataset)
@@ -207,6 +210,76 @@ def test_a_padded_collator_counts_only_the_real_next_tokens(tmp_path, local_toke
     assert_parameters_equal(trainer.model, sgd_step(reference_student, kl))
 
 
+# ------------------------------------------------------------------ the chunked LM loss
+
+
+@pytest.mark.parametrize("variant", [
+    dict(strategy="kd"),
+    dict(strategy="kd", distill_alpha=1.0, label_smoothing_factor=0.1, distill_temperature=1.0),
+    dict(strategy="prokt"),
+    dict(strategy="prokt", prokt_constraint="dual", prokt_epsilon=0.05, dual_init=0.5, dual_lr=2.0),
+    dict(strategy="prokt", prokt_target="stale", prokt_anchor="train"),
+], ids=["kd", "kd-alpha1-smoothing", "prokt", "prokt-dual", "prokt-stale-train-anchor"])
+def test_the_chunked_loss_trains_as_the_full_logits_do_without_computing_them(tmp_path, variant):
+    """Two optimizer steps of two micro-batches each: the same student and teacher, chunked or not, while the
+    chunked run's output layers never compute a position's logits in training."""
+    dataset = prompt_completion_dataset(prompt_lengths=(6, 5, 1, 0, 2, 3, 4, 7))
+
+    def trained(folder, chunked):
+        args = sgd_args(tmp_path / folder, chunked_lm_loss=chunked, max_steps=2, per_device_train_batch_size=2,
+                        gradient_accumulation_steps=2, **{"learning_rate": 0.1, "teacher_learning_rate": 0.1,
+                                                          **variant})
+        trainer = ProKTTrainer(model=tiny_gpt2(0), teacher_model=tiny_gpt2(1), args=args, train_dataset=dataset)
+        positions = []
+        hooks = [model.lm_head.register_forward_hook(lambda module, args, output: positions.append(output.shape[1]))
+                 for model in (trainer.model, trainer.teacher_model)]
+        trainer.train()
+        for hook in hooks:
+            hook.remove()
+        return trainer, positions
+
+    chunked, chunked_positions = trained("chunked", True)
+    plain, plain_positions = trained("plain", False)
+    assert chunked.strategy.chunked and not plain.strategy.chunked
+    assert chunked_positions and set(chunked_positions) == {0} and set(plain_positions) == {8}
+    assert_parameters_equal(chunked.model, parameters_of(plain.model), atol=1e-5)
+    assert_parameters_equal(chunked.teacher_model, parameters_of(plain.teacher_model), atol=1e-5)
+    chunked_logs = [entry for entry in chunked.state.log_history if "loss" in entry]
+    plain_logs = [entry for entry in plain.state.log_history if "loss" in entry]
+    for chunked_entry, plain_entry in zip(chunked_logs, plain_logs, strict=True):
+        for name in ("loss", "student_distill_loss", "teacher_loss", "kl_student_teacher", "prokt_beta"):
+            if name in plain_entry:
+                assert chunked_entry[name] == pytest.approx(plain_entry[name], abs=1e-5), name
+
+
+def test_a_lora_prokt_teacher_trains_the_same_with_the_chunked_loss(tmp_path):
+    peft = pytest.importorskip("peft")
+    dataset = prompt_completion_dataset(prompt_lengths=(6, 5, 1, 0))
+    trained = {}
+    for chunked in (True, False):
+        teacher = peft.get_peft_model(tiny_gpt2(1), peft.LoraConfig(r=2, target_modules=["c_attn"], fan_in_fan_out=True,
+                                                                    lora_dropout=0.0, init_lora_weights=False))
+        args = sgd_args(tmp_path / str(chunked), "prokt", chunked_lm_loss=chunked, per_device_train_batch_size=2,
+                        gradient_accumulation_steps=2, learning_rate=0.1, teacher_learning_rate=0.1)
+        trainer = ProKTTrainer(model=tiny_gpt2(0), teacher_model=teacher, args=args, train_dataset=dataset)
+        trainer.train()
+        trained[chunked] = trainer
+    assert trained[True].strategy.chunked
+    assert_parameters_equal(trained[True].model, parameters_of(trained[False].model), atol=1e-6)
+    assert_parameters_equal(trained[True].teacher_model, parameters_of(trained[False].teacher_model), atol=1e-6)
+    lora = [name for name in parameters_of(trained[True].teacher_model) if "lora_" in name]
+    assert lora and any(not torch.equal(parameters_of(trained[True].teacher_model)[name],
+                                        parameters_of(peft.get_peft_model(tiny_gpt2(1), peft.LoraConfig(
+                                            r=2, target_modules=["c_attn"], fan_in_fan_out=True, lora_dropout=0.0,
+                                            init_lora_weights=False)))[name]) for name in lora)
+
+
+def test_the_chunked_loss_is_refused_where_it_cannot_read_the_model(tmp_path):
+    refused(tmp_path, "chunked_lm_loss=True, but the models are sequence-to-sequence language models.*causal LMs "
+            "only.*chunked_lm_loss=False", tiny_t5(0), tiny_t5(1), args={"chunked_lm_loss": True},
+            dataset=datasets.Dataset.from_dict({"input_ids": [[5, 6, 7]] * 4, "labels": [[8, 9]] * 4}))
+
+
 # ------------------------------------------------------------------ refusals, before anything is written
 
 
@@ -286,3 +359,23 @@ def test_students_of_causal_lms_copy_the_chosen_layers_reload_and_generate(tmp_p
     generated = reloaded.generate(prompt, max_new_tokens=4, do_sample=False, pad_token_id=0)
     assert generated.shape == (1, 7) and torch.equal(generated[:, :3], prompt)
     torch.testing.assert_close(reloaded(prompt).logits, student(prompt).logits)
+
+
+def test_a_model_whose_logits_are_transformed_after_its_head_falls_back_to_the_full_logits(tmp_path):
+    """Logits scaled after the output layer (as Gemma 2 caps them): the hidden states and head do not give them,
+    which the trainer finds on a probe batch; it then trains from the full logits, and refuses chunked=True."""
+
+    def scale_logits(module, args, outputs):
+        outputs.logits = outputs.logits * 2.0
+        return outputs
+
+    def scaled(seed):
+        model = tiny_gpt2(seed)
+        model.register_forward_hook(scale_logits)
+        return model
+
+    trainer = ProKTTrainer(model=scaled(0), teacher_model=scaled(1), args=sgd_args(tmp_path, "kd"),
+                           train_dataset=prompt_completion_dataset())
+    assert not trainer.strategy.chunked
+    refused(tmp_path / "forced", "chunked_lm_loss=True, but the student cannot be read before its logits: its logits "
+            "are not its output layer applied", scaled(0), scaled(1), args={"chunked_lm_loss": True})

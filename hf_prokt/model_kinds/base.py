@@ -45,6 +45,8 @@ class ModelKind:
         averages_over_window_tokens: whether its per-position terms average over the predicted positions of the
             whole gradient-accumulation window (an LM's, as the `Trainer` averages its own loss), rather than
             per micro-batch.
+        supports_chunked_loss: whether its output terms can be computed from the last hidden states and the
+            output layer (`prediction_states`, `hf_prokt.model_kinds.lm_heads`) instead of the logits.
     """
 
     name = "model of unknown kind"
@@ -56,6 +58,7 @@ class ModelKind:
     has_predictions = True
     is_language_model = False
     averages_over_window_tokens = False
+    supports_chunked_loss = False
 
     def __init__(self, class_suffix: str | None = None, predicts: str | None = None, card_task: str | None = None,
                  name: str | None = None):
@@ -91,6 +94,10 @@ class ModelKind:
         """The training batch with the inputs both models must share added (a seq2seq LM's decoder inputs);
         the batch itself by default."""
         return batch
+
+    def prediction_states(self, hidden: torch.Tensor) -> torch.Tensor:
+        """The last hidden states ``[B, L, H]`` aligned with `predictions` (all of them by default)."""
+        return hidden
 
     def predicted_positions(self, batch: dict) -> torch.Tensor | None:
         """``[B, L']`` bool: the positions whose predictions a per-position term counts, aligned with

@@ -57,6 +57,12 @@ class LanguageModel(ModelKind):
 class CausalLanguageModel(LanguageModel):
     """The logits at t against the token at t+1: ``logits[:, :-1]`` with ``labels[:, 1:]``."""
 
+    supports_chunked_loss = True
+
+    def prediction_states(self, hidden: torch.Tensor) -> torch.Tensor:
+        """``[B, L-1, H]``: the hidden states whose logits predict the tokens 1..L-1."""
+        return hidden[:, :-1]
+
     def predictions(self, outputs) -> torch.Tensor:
         """``[B, L-1, V]``: the predictions of the tokens 1..L-1 (a view of the model's logits)."""
         return outputs.logits[:, :-1]

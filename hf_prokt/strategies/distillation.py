@@ -9,6 +9,7 @@ after its constrained step (`prokt`).
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -17,10 +18,14 @@ from torch import nn
 
 from ..eval_mode import eval_mode
 from ..losses import IntermediateDistiller, student_loss
+from ..losses.chunked import chunked_student_loss
 from ..model_kinds import TEACHER_LOGITS, ForwardInputs, base_model, model_config, model_kind_of
+from ..model_kinds.lm_heads import HeadInputs, forward_to_head_inputs, why_logits_differ, why_not_chunked
 from ..pair_checks import check_distillation_pair, probe_pair
 from ..teacher import persistence
 from .base import Strategy
+
+logger = logging.getLogger(__name__)
 
 NO_DEEPSPEED_TEACHER = (
     "ProKTTrainer does not run a teacher under DeepSpeed: its engine drives one model and one optimizer. Use FSDP2 "
@@ -54,20 +59,23 @@ class WindowTokens:
 @dataclass
 class Target:
     """What the student learns from: detached teacher outputs. ``logits: [B, C]`` (``[B, L, C]`` per position), as
-    the model kind reads them; ``hidden_states`` and ``attentions`` as the model returns them (or None)."""
+    the model kind reads them, or, for the chunked LM loss, ``head``: what the logits are computed from (the last
+    hidden states and the output layer, `HeadInputs`); ``hidden_states`` and ``attentions`` as the model returns
+    them (or None)."""
 
     logits: torch.Tensor | None
     hidden_states: tuple | None = None
     attentions: tuple | None = None
+    head: HeadInputs | None = None
 
     @classmethod
-    def detached(cls, outputs, predictions: torch.Tensor | None) -> Target:
+    def detached(cls, outputs, predictions: torch.Tensor | None, head: HeadInputs | None = None) -> Target:
         def detach(features):
             return None if features is None else tuple(f.detach() for f in features)
 
         logits = None if predictions is None else predictions.detach()
         hidden_states, attentions = getattr(outputs, "hidden_states", None), getattr(outputs, "attentions", None)
-        return cls(logits, detach(hidden_states), detach(attentions))
+        return cls(logits, detach(hidden_states), detach(attentions), head)
 
 
 class Distillation(Strategy):
@@ -99,6 +107,8 @@ class Distillation(Strategy):
         self._teacher_prepared = self._distiller_prepared = False
         self.guards = None
         self._window_tokens: WindowTokens | None = None
+        self.chunked = False
+        self._student_head: HeadInputs | None = None
 
     def learns_from_cache(self, train_dataset, teacher: nn.Module | None) -> bool:
         """Whether the student learns from the training set's cached teacher logits instead of a live teacher;
@@ -200,6 +210,37 @@ class Distillation(Strategy):
                 "projections are sized from one example batch). Pass train_dataset=... to ProKTTrainer."
             )
         self._wrapped_distiller = self.intermediate_distiller
+        self.chunked = self._uses_chunked_lm_loss(trainer)
+
+    def _uses_chunked_lm_loss(self, trainer) -> bool:
+        """Whether the output terms are computed over chunks from the last hidden states (``chunked_lm_loss``:
+        None where possible, True required, False never)."""
+        wanted, kind = self.args.chunked_lm_loss, self.kind
+        if wanted is False or (wanted is None and not kind.is_language_model):
+            return False
+        reason = None
+        if not kind.supports_chunked_loss:
+            reason = f"the models are {kind.name}s, and the chunked loss reads causal LMs only"
+        elif trainer.is_fsdp_enabled:
+            reason = "under FSDP the output layers' weights are sharded outside the forward"
+        else:
+            batch = self.example_batch() if trainer.train_dataset is not None else None
+            for who, model in (("student", trainer.model), ("teacher", self.teacher_model)):
+                why = why_not_chunked(model) if model is not None else "there is no live teacher"
+                if why is None and batch is not None:
+                    why = why_logits_differ(model, ForwardInputs(model).for_batch(self.kind.model_inputs(batch)),
+                                            self.args.device)
+                if why is not None:
+                    reason = f"the {who} cannot be read before its logits: {why}"
+                    break
+        if reason is None:
+            return True
+        if wanted:
+            raise ValueError(f"chunked_lm_loss=True, but {reason}. Set chunked_lm_loss=False (the terms from the "
+                             "full logits) or leave it unset.")
+        if kind.is_language_model:
+            logger.info(f"The output terms are computed from the full logits ({reason}).")
+        return False
 
     def _check_sharding(self, trainer) -> None:
         """With a teacher: FSDP1 is refused; FSDP2 runs without the intermediate terms."""
@@ -294,21 +335,48 @@ class Distillation(Strategy):
             flags["output_attentions"] = True
         return flags
 
-    def run_teacher(self, teacher: nn.Module, inputs: dict, flags: dict):
-        """``teacher`` (wrapped or not) on the batch's model inputs that its forward accepts."""
+    def run_teacher(self, teacher: nn.Module, inputs: dict, flags: dict, to_head: bool = False):
+        """``teacher`` (wrapped or not) on the batch's model inputs that its forward accepts; with ``to_head``,
+        ``(outputs, HeadInputs)`` without logits (the chunked LM loss)."""
         model_inputs = self._teacher_inputs.for_batch(self.kind.model_inputs(inputs))
         if self.args.teacher_dtype is not None:  # e.g. float32 pixel_values into a bfloat16 teacher
             dtype = getattr(torch, self.args.teacher_dtype)
             model_inputs = {k: v.to(dtype) if isinstance(v, torch.Tensor) and v.is_floating_point() else v
                             for k, v in model_inputs.items()}
+        if to_head:
+            return forward_to_head_inputs(teacher, self.trainer.accelerator.unwrap_model(teacher),
+                                          {**model_inputs, **flags}, self.args.device)
         return teacher(**model_inputs, **flags)
 
     @torch.no_grad()
     def teacher_prediction(self, inputs: dict) -> Target:
         """The teacher's outputs in eval mode, without a graph (KD's target, ProKT's step 3)."""
         with eval_mode(self.wrapped_teacher):
+            if self.chunked:
+                outputs, head = self.run_teacher(self.wrapped_teacher, inputs, self.output_flags(), to_head=True)
+                return Target.detached(outputs, None, head.detached())
             outputs = self.run_teacher(self.wrapped_teacher, inputs, self.output_flags())
         return Target.detached(outputs, self.kind.predictions(outputs))
+
+    def student_forward(self, model: nn.Module, inputs: dict, flags: dict | None = None):
+        """``(outputs, head)``: the student on the batch's model inputs; ``head`` (`HeadInputs`) for the chunked LM
+        loss, whose outputs then hold no logits, else None."""
+        model_inputs = {**self.kind.model_inputs(inputs), **(self.output_flags() if flags is None else flags)}
+        if not self.chunked:
+            return model(**model_inputs), None
+        return forward_to_head_inputs(model, self.trainer.accelerator.unwrap_model(model), model_inputs,
+                                      self.args.device)
+
+    def chunk_rows(self, head: HeadInputs, inputs: dict) -> torch.Tensor:
+        """``[N, H]``: the hidden states of the positions the terms count (aligned with the predictions)."""
+        return head.rows(self.kind.prediction_states, self.kind.predicted_positions(inputs))
+
+    def chunk_labels(self, inputs: dict) -> torch.Tensor | None:
+        """``[N]``: the labels of the positions the terms count, or None without labels."""
+        labels, keep = self.kind.labels(inputs), self.kind.predicted_positions(inputs)
+        if labels is None:
+            return None
+        return labels[keep] if keep is not None else labels.reshape(-1)
 
     # ------------------------------------------------------------------ the student's step
 
@@ -325,24 +393,35 @@ class Distillation(Strategy):
         args, kind = self.args, self.kind
         labels = kind.labels(inputs)
         if self.student_forward_first():
-            student_outputs = model(**kind.model_inputs(inputs), **self.output_flags())
+            student_outputs, self._student_head = self.student_forward(model, inputs)
             target = self.target(model, inputs, student_outputs)
         else:
             # The target first: the student's graph is then not alive during the teacher's passes.
             target = self.target(model, inputs, None)
-            student_outputs = model(**kind.model_inputs(inputs), **self.output_flags())
+            student_outputs, self._student_head = self.student_forward(model, inputs)
+        student_head, self._student_head = self._student_head, None
 
-        if kind.has_predictions:
+        alpha = args.alpha_at(self.trainer.state.global_step)
+        if student_head is not None:  # the chunked LM loss: no [B, L, V] tensor
+            teacher_head = target.head if alpha > 0 else None
+            loss, parts = chunked_student_loss(
+                self.chunk_rows(student_head, inputs), student_head.weight,
+                None if teacher_head is None else self.chunk_rows(teacher_head, inputs),
+                None if teacher_head is None else teacher_head.weight, self.chunk_labels(inputs), alpha,
+                args.distill_temperature, args.label_smoothing_factor, student_bias=student_head.bias,
+                teacher_bias=None if teacher_head is None else teacher_head.bias,
+            )
+        elif kind.has_predictions:
             loss, parts = student_loss(
-                kind.predictions(student_outputs), target.logits, labels,
-                args.alpha_at(self.trainer.state.global_step), args.distill_temperature, args.label_smoothing_factor,
+                kind.predictions(student_outputs), target.logits, labels, alpha, args.distill_temperature,
+                args.label_smoothing_factor,
                 attention_mask=kind.position_mask_source(inputs),  # per-token KD without labels: the real tokens count
             )
-            if model.training and self._window_tokens is not None:
-                # A mean over the window's tokens: the Trainer divides every micro-batch's loss by their number.
-                loss = loss * (self.window_share(inputs, 1) * self.trainer.current_gradient_accumulation_steps)
         else:  # no output term: the intermediate terms alone (general distillation)
             loss, parts = 0.0, {}
+        if kind.has_predictions and model.training and self._window_tokens is not None:
+            # A mean over the window's tokens: the Trainer divides every micro-batch's loss by their number.
+            loss = loss * (self.window_share(inputs, 1) * self.trainer.current_gradient_accumulation_steps)
         if self.intermediate_distiller is not None:
             intermediate_loss, intermediate_parts = self._wrapped_distiller(
                 student_outputs, target, inputs.get("attention_mask")

@@ -88,11 +88,11 @@ class KnowledgeDistillation(Distillation):
             self._teacher_prepared = True
         self.teacher_model.eval()
 
-    def run_teacher(self, teacher: nn.Module, inputs: dict, flags: dict):
+    def run_teacher(self, teacher: nn.Module, inputs: dict, flags: dict, to_head: bool = False):
         if self.trainer.is_fsdp_enabled:  # a teacher the accelerator did not prepare: mixed precision by hand
             with self.trainer.accelerator.autocast():
-                return super().run_teacher(teacher, inputs, flags)
-        return super().run_teacher(teacher, inputs, flags)
+                return super().run_teacher(teacher, inputs, flags, to_head)
+        return super().run_teacher(teacher, inputs, flags, to_head)
 
     def target(self, model: nn.Module, inputs: dict, student_outputs) -> Target:
         if self.uses_cached_teacher_logits:

@@ -28,7 +28,9 @@ from transformers import get_scheduler
 
 from ..eval_mode import eval_mode
 from ..losses import dual_ascent, teacher_dual_loss, teacher_penalty_loss
+from ..losses.chunked import chunked_distillation_losses
 from ..model_kinds import TEACHER_LOGITS
+from ..model_kinds.lm_heads import HeadInputs
 from ..teacher import persistence
 from .distillation import NEEDS_LABELS, Distillation, Target
 from .registry import register_strategy
@@ -166,7 +168,7 @@ class ProKT(Distillation):
             batches = []
             for raw_inputs in window:
                 inputs = self.trainer._prepare_inputs(raw_inputs)
-                batches.append((inputs, self.kind.predictions(model(**self.kind.model_inputs(inputs))).detach()))
+                batches.append((inputs, self._student_prediction(model, inputs)))
         finally:
             model.train()
         with torch.enable_grad():
@@ -179,10 +181,16 @@ class ProKT(Distillation):
         return self.args.prokt_anchor == "train" and not self._in_window
 
     @torch.no_grad()
-    def anchor(self, model: nn.Module, inputs: dict) -> torch.Tensor:
-        """Step 1: the student's logits ``[B, C]`` (or ``[B, L, C]``) in eval mode (no dropout), without a graph."""
+    def anchor(self, model: nn.Module, inputs: dict) -> torch.Tensor | HeadInputs:
+        """Step 1: the student's logits ``[B, C]`` (or ``[B, L, C]``) in eval mode (no dropout), without a graph
+        (for the chunked LM loss, what they are computed from: `HeadInputs`)."""
         with eval_mode(model):
-            return self.kind.predictions(model(**self.kind.model_inputs(inputs))).detach()
+            return self._student_prediction(model, inputs)
+
+    def _student_prediction(self, model: nn.Module, inputs: dict) -> torch.Tensor | HeadInputs:
+        """The student's detached prediction in its current mode: logits, or `HeadInputs` when chunked."""
+        outputs, head = self.student_forward(model, inputs, flags={})
+        return head.detached() if head is not None else self.kind.predictions(outputs).detach()
 
     def target(self, model: nn.Module, inputs: dict, student_outputs) -> Target:
         """Steps 1-3 for this micro-batch (within a window, 1-2 already ran for the whole window)."""
@@ -191,7 +199,8 @@ class ProKT(Distillation):
                 return self._stale_targets[self._position]
             return self.teacher_prediction(inputs)
         if self.args.prokt_anchor == "train":
-            anchor = self.kind.predictions(student_outputs).detach()
+            anchor = (self._student_head.detached() if self._student_head is not None
+                      else self.kind.predictions(student_outputs).detach())
         else:
             anchor = self.anchor(model, inputs)
         stale = self.teacher_step([(inputs, anchor)])
@@ -211,24 +220,25 @@ class ProKT(Distillation):
         stale_targets, proximities, losses = [], [], []
         flags = self.output_flags() if args.prokt_target == "stale" else {}
         for index, (inputs, student_logits) in enumerate(batches):
+            chunked = isinstance(student_logits, HeadInputs)
             if guard is not None:
-                guard.add("student", "largest |logit| of the prediction the teacher is pulled towards",
-                          student_logits.abs().amax())
+                guard.add("student", "largest |logit| of the prediction the teacher is pulled towards" if not chunked
+                          else "largest |last hidden state| of the prediction the teacher is pulled towards",
+                          (student_logits.hidden if chunked else student_logits).abs().amax())
             last = index == len(batches) - 1
             with nullcontext() if last else accelerator.no_sync(teacher):
-                outputs = self.run_teacher(teacher, inputs, flags)
-                teacher_logits, labels = self.kind.predictions(outputs), self.kind.labels(inputs)
-                if labels is None:
+                if self.kind.labels(inputs) is None:
                     raise ValueError(NEEDS_LABELS)
-                if args.prokt_constraint == "dual":
-                    loss, proximity = teacher_dual_loss(teacher_logits, student_logits, labels, self.dual_beta,
-                                                        args.prokt_epsilon, args.distill_temperature)
+                if chunked:
+                    outputs, head = self.run_teacher(teacher, inputs, flags, to_head=True)
+                    loss, proximity = self._chunked_teacher_loss(head, student_logits, inputs)
+                    stale = Target.detached(outputs, None, head.detached(copy_head=True))
                 else:
-                    loss, proximity = teacher_penalty_loss(teacher_logits, student_logits, labels,
-                                                           args.lambda_at(self.trainer.state.global_step),
-                                                           args.distill_temperature)
+                    outputs = self.run_teacher(teacher, inputs, flags)
+                    loss, proximity = self._teacher_loss(self.kind.predictions(outputs), student_logits, inputs)
+                    stale = Target.detached(outputs, self.kind.predictions(outputs))
                 accelerator.backward(loss * self.window_share(inputs, len(batches)))
-            stale_targets.append(Target.detached(outputs, teacher_logits) if args.prokt_target == "stale" else None)
+            stale_targets.append(stale if args.prokt_target == "stale" else None)
             proximities.append(proximity)
             losses.append(loss.detach())
             if guard is not None:
@@ -256,6 +266,30 @@ class ProKT(Distillation):
             self.dual_beta = dual_ascent(self.dual_beta, global_proximity, args.prokt_epsilon, args.dual_lr)
         self.means.add({"teacher_loss": torch.stack(losses).mean(), "kl_student_teacher": proximity})
         return stale_targets
+
+    def _teacher_loss(self, teacher_logits: torch.Tensor, student_logits: torch.Tensor, inputs: dict):
+        """Step 2's ``(loss, proximity)`` from the logits, for the constraint in use."""
+        args, labels = self.args, self.kind.labels(inputs)
+        if args.prokt_constraint == "dual":
+            return teacher_dual_loss(teacher_logits, student_logits, labels, self.dual_beta, args.prokt_epsilon,
+                                     args.distill_temperature)
+        return teacher_penalty_loss(teacher_logits, student_logits, labels,
+                                    args.lambda_at(self.trainer.state.global_step), args.distill_temperature)
+
+    def _chunked_teacher_loss(self, head: HeadInputs, anchor: HeadInputs, inputs: dict):
+        """Step 2's ``(loss, proximity)`` over chunks of positions (a causal LM, `chunked_lm_loss`): the same terms
+        as `_teacher_loss`, from the last hidden states and output layers."""
+        args = self.args
+        dual = args.prokt_constraint == "dual"
+        move_back = self.dual_beta if dual else args.lambda_at(self.trainer.state.global_step)
+        result = chunked_distillation_losses(
+            self.chunk_rows(anchor, inputs), anchor.weight, self.chunk_rows(head, inputs), head.weight,
+            self.chunk_labels(inputs), student_bias=anchor.bias, teacher_bias=head.bias,
+            teacher_ce_weight=1.0 if dual else 1.0 - move_back, teacher_kl_weight=move_back,
+            temperature=args.distill_temperature,
+        )
+        loss = result.teacher_loss - move_back * args.prokt_epsilon if dual else result.teacher_loss
+        return loss, result.parts["proximity"]
 
     @contextmanager
     def _gradients_synced(self) -> Iterator[None]:
