@@ -160,6 +160,27 @@ def test_repeated_signals_without_checkpoint_steps_give_one_checkpoint_and_the_h
     assert not trainer.sigterm_received and not trainer.is_in_train
 
 
+class SigtermWhileSaving(TrainerCallback):
+    """Sends SIGTERM once a scheduled save is done: the next check is the end of the epoch, at the same step."""
+
+    def __init__(self):
+        self.saves = []
+
+    def on_save(self, args, state, control, **kwargs):
+        self.saves.append(state.global_step)
+        if len(self.saves) == 1:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+
+def test_a_signal_during_the_last_save_of_an_epoch_stops_at_its_end_without_saving_again(tmp_path):
+    callback = SigtermWhileSaving()
+    trainer = trainer_with(tmp_path, callback, max_steps=12, save_strategy="steps", save_steps=6)  # 6 steps an epoch
+    with pytest.raises(TrainingTerminated) as stopped:
+        trainer.train()
+    assert stopped.value.step == 6 and callback.saves == [6] and trainer.state.epoch == 1.0
+    assert checkpoints(tmp_path / "out") == ["checkpoint-6"]
+
+
 def test_a_signal_after_the_last_step_is_passed_on_to_the_previous_handler(tmp_path, recorded_sigterm):
     trainer = trainer_with(tmp_path, SendSigterm(at=None))
     trainer.train()  # complete: nothing to save
