@@ -89,9 +89,15 @@ def test_sigterm_saves_the_step_and_exits_143_and_the_resumed_run_equals_the_uni
 def test_a_signal_to_one_of_two_processes_stops_both_at_the_same_step(tmp_path):
     port = free_port()
     processes = [launch(tmp_path, rank=rank, world_size=2, port=port, waiting_rank=1) for rank in (0, 1)]
-    wait_for(tmp_path / "ready-1", processes)
-    os.kill(processes[1].pid, signal.SIGTERM)  # rank 0 never gets it
-    results = [finish(process) for process in processes]
+    try:
+        wait_for(tmp_path / "ready-1", processes)
+        os.kill(processes[1].pid, signal.SIGTERM)  # rank 0 never gets it
+        results = [finish(process) for process in processes]
+    finally:  # a failure must not leave a process waiting in a collective
+        for process in processes:
+            if process.poll() is None:
+                process.kill()
+                process.wait()
     assert [code for code, _ in results] == [143, 143], results[0][1][-3000:] + results[1][1][-3000:]
     out = tmp_path / "out"
     assert checkpoints(out) == ["checkpoint-3", f"checkpoint-{STOP_AT}"]
@@ -172,7 +178,7 @@ class SigtermWhileSaving(TrainerCallback):
             os.kill(os.getpid(), signal.SIGTERM)
 
 
-def test_a_signal_during_the_last_save_of_an_epoch_stops_at_its_end_without_saving_again(tmp_path):
+def test_a_signal_during_the_last_save_of_an_epoch_stops_at_its_end_without_saving_again(tmp_path, recorded_sigterm):
     callback = SigtermWhileSaving()
     trainer = trainer_with(tmp_path, callback, max_steps=12, save_strategy="steps", save_steps=6)  # 6 steps an epoch
     with pytest.raises(TrainingTerminated) as stopped:
