@@ -88,6 +88,9 @@ class ProKTTrainingArguments(TrainingArguments):
 
     stop_on_nonfinite (`bool`, *optional*, defaults to `True`):
         Stop, before the optimizer step, on a NaN or infinite loss, loss term or gradient norm.
+    save_on_sigterm (`bool`, *optional*, defaults to `True`):
+        On SIGTERM during `train()`, save a checkpoint at the end of the current optimizer step on every process,
+        then raise `TrainingTerminated` (exit code 143).
     """
 
     strategy: str = field(
@@ -230,6 +233,15 @@ class ProKTTrainingArguments(TrainingArguments):
             "infinite gradient (a step the GradScaler skips) is not an error."
         },
     )
+    save_on_sigterm: bool = field(
+        default=True,
+        metadata={
+            "help": "On SIGTERM (what clusters and preemptible machines send before they stop a job) during train(): "
+            "finish the current optimizer step, save a complete checkpoint of it on every process (they agree at "
+            "each step's end), then stop with TrainingTerminated, exit code 143; resume with "
+            "resume_from_checkpoint. False: SIGTERM keeps its behaviour (the process ends, unsaved steps are lost)."
+        },
+    )
     evaluate_teacher: bool | None = field(
         default=None,
         metadata={
@@ -278,8 +290,9 @@ class ProKTTrainingArguments(TrainingArguments):
                  f"prokt_constraint='penalty' uses (here {self.strategy!r}, {self.prokt_constraint!r})",
                  "Set it to 0, or use strategy='prokt' with the penalty constraint.")
         self.layer_map = self._parse_layer_map(self.layer_map, fail)
-        if not isinstance(self.stop_on_nonfinite, bool):
-            fail("stop_on_nonfinite", f"{self.stop_on_nonfinite!r} is not a boolean", "Use True or False.")
+        for name in ("stop_on_nonfinite", "save_on_sigterm"):
+            if not isinstance(getattr(self, name), bool):
+                fail(name, f"{getattr(self, name)!r} is not a boolean", "Use True or False.")
         if self.teacher_dtype not in (None, "bfloat16", "float16", "float32"):
             fail("teacher_dtype", f"unknown value {self.teacher_dtype!r}", "Use 'bfloat16', 'float16' or 'float32'.")
         if self.teacher_dtype is not None and self.strategy != "kd":

@@ -3,7 +3,7 @@
 The trainer is the `Trainer` with its hooks delegating: the recipe (``args.strategy``) is a `Strategy` from
 `hf_prokt.strategies` (the four ProKT steps read top to bottom in ``strategies/prokt.py``); how a model's outputs
 are read is its `hf_prokt.model_kinds` kind; the teacher's persistence and evaluation are in `hf_prokt.teacher`;
-the non-finite guard and crash-safe checkpoints in `hf_prokt.robustness`.
+the non-finite guard, crash-safe checkpoints and the checkpoint on SIGTERM in `hf_prokt.robustness`.
 """
 
 from __future__ import annotations
@@ -23,12 +23,13 @@ from .model_kinds import TEACHER_LOGITS
 from .robustness import crash_safe_checkpoints
 from .robustness.checkpoint_saving import CrashSafeCheckpointsMixin
 from .robustness.nonfinite import NonFiniteGuards, nonfinite_advice
+from .robustness.sigterm_saving import SaveOnSigtermMixin
 from .strategies import Strategy, strategy_class
 from .teacher import persistence
 from .teacher.evaluation import TeacherEvaluationMixin
 
 
-class ProKTTrainer(CrashSafeCheckpointsMixin, TeacherEvaluationMixin, Trainer):
+class ProKTTrainer(SaveOnSigtermMixin, CrashSafeCheckpointsMixin, TeacherEvaluationMixin, Trainer):
     """A `Trainer` that distils `teacher_model` into `model` (the student).
 
     `args.strategy` picks the recipe: ``"prokt"`` (the teacher is trained with the student and pulled

@@ -1,8 +1,12 @@
 """`examples/glue/run_glue.py` end to end, offline: tiny models saved to folders, tiny TSV files."""
 
+import ast
 import json
+import os
 import random
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -615,3 +619,50 @@ def test_the_last_in_training_evaluation_is_not_repeated(run_glue, model_dirs, t
     calls.clear()
     run_glue.main(common_args(tmp_path, eval_steps=4, output_dir=str(tmp_path / "out2"), **common))
     assert calls == [4, 6]  # the last step was not evaluated during training: evaluated at the end
+
+
+SIGTERM_AT_STEP_2 = """
+import os, runpy, signal, sys
+import hf_prokt
+from transformers import TrainerCallback
+
+class SigtermAtStep2(TrainerCallback):
+    def on_step_end(self, args, state, control, **kwargs):
+        if state.global_step == 2:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+class Trainer(hf_prokt.ProKTTrainer):  # the script's trainer, with the callback
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.add_callback(SigtermAtStep2())
+
+hf_prokt.ProKTTrainer = Trainer
+sys.argv = sys.argv[1:]
+runpy.run_path(sys.argv[0], run_name="__main__")
+"""
+
+
+def test_sigterm_ends_the_script_with_143_one_line_and_a_checkpoint_it_resumes_from(run_glue, model_dirs, tmp_path):
+    """The script's own ending (`run_script`), under a real SIGTERM at step 2 of 6 without scheduled saves."""
+    train, dev = single_sentence_files(tmp_path)
+    argv = common_args(tmp_path, train_file=train, validation_file=dev,
+                       teacher_model_name_or_path=model_dirs["teacher"], student_num_layers=2)
+    (tmp_path / "sigterm.py").write_text(SIGTERM_AT_STEP_2)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": "", "PYTHONPATH": os.pathsep.join(
+        filter(None, [str(SCRIPT.parent.parent.parent), os.environ.get("PYTHONPATH")]))}
+    result = subprocess.run([sys.executable, str(tmp_path / "sigterm.py"), str(SCRIPT), *argv], env=env,
+                            capture_output=True, text=True, timeout=300)
+    out = tmp_path / "out"
+    assert result.returncode == 143, result.stderr[-3000:]
+    assert "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines()[-1] == (
+        f"Training stopped by SIGTERM after optimizer step 2; its checkpoint is {out / 'checkpoint-2'}. Resume with "
+        "--resume_from_checkpoint last (the example scripts) or trainer.train(resume_from_checkpoint=True).")
+    assert not (out / "model.safetensors").exists() and (out / "checkpoint-2" / "checkpoint_complete.json").exists()
+
+    run_glue.main(argv + ["--resume_from_checkpoint", "last"])
+    assert json.loads((out / "trainer_state.json").read_text())["global_step"] == 6
+    # Every example ends through run_script, the ending tested here.
+    for script in SCRIPT.parent.parent.glob("*/run_*.py"):
+        main_block = [node for node in ast.parse(script.read_text()).body if isinstance(node, ast.If)][-1]
+        assert ast.unparse(main_block) == "if __name__ == '__main__':\n    run_script(main)", script

@@ -61,7 +61,7 @@ from hf_prokt.scripting.arguments import (
 )
 from hf_prokt.scripting.final_evaluation import final_evaluation
 from hf_prokt.scripting.run_folder import replace_previous_run, start_of_run
-from hf_prokt.scripting.shutdown import end_process
+from hf_prokt.scripting.shutdown import run_script
 from hf_prokt.scripting.text_blocks import (
     STRUCTURED_EXTENSIONS,
     check_not_empty,
@@ -364,5 +364,6 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
-    end_process()  # under torchrun: every process done, then an exit without the teardown race (docs/distributed.md)
+    # under torchrun: every process done, then an exit without the teardown race (docs/distributed.md); on
+    # SIGTERM: exit 143 with one line naming the checkpoint (docs/robustness.md)
+    run_script(main)

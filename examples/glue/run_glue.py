@@ -68,7 +68,7 @@ from hf_prokt.scripting.data_files import RowLocator, file_format, header_of, lo
 from hf_prokt.scripting.final_evaluation import final_evaluation
 from hf_prokt.scripting.model_checks import check_architectures, check_max_seq_length, checkpoint_configs
 from hf_prokt.scripting.run_folder import replace_previous_run, start_of_run
-from hf_prokt.scripting.shutdown import end_process
+from hf_prokt.scripting.shutdown import run_script
 from hf_prokt.strategies import strategy_class
 
 logger = logging.getLogger(__name__)
@@ -741,5 +741,6 @@ def write_predictions(trainer, dataset, split, task, is_regression, label_names)
 
 
 if __name__ == "__main__":
-    main()
-    end_process()  # under torchrun: every process done, then an exit without the teardown race (docs/distributed.md)
+    # under torchrun: every process done, then an exit without the teardown race (docs/distributed.md); on
+    # SIGTERM: exit 143 with one line naming the checkpoint (docs/robustness.md)
+    run_script(main)

@@ -52,7 +52,7 @@ from hf_prokt.scripting.arguments import (
 )
 from hf_prokt.scripting.final_evaluation import final_evaluation
 from hf_prokt.scripting.run_folder import replace_previous_run, start_of_run
-from hf_prokt.scripting.shutdown import end_process
+from hf_prokt.scripting.shutdown import run_script
 from hf_prokt.strategies import strategy_class
 from hf_prokt.vision import (
     AUGMENTATIONS,
@@ -392,5 +392,6 @@ def measure(trainer, teacher, dataset, model_args) -> dict:
 
 
 if __name__ == "__main__":
-    main()
-    end_process()  # under torchrun: every process done, then an exit without the teardown race (docs/distributed.md)
+    # under torchrun: every process done, then an exit without the teardown race (docs/distributed.md); on
+    # SIGTERM: exit 143 with one line naming the checkpoint (docs/robustness.md)
+    run_script(main)

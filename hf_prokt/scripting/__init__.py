@@ -5,5 +5,5 @@
 - `data_files`: local CSV / TSV / JSON(L) files read with clear errors;
 - `model_checks`: the checkpoints to be loaded, checked from their configs before any weight is loaded;
 - `final_evaluation`: the final metrics without evaluating twice;
-- `shutdown`: ending a multi-process run cleanly.
+- `shutdown`: ending a multi-process run cleanly (`end_process`), and a script stopped by SIGTERM (`run_script`).
 """

@@ -1,4 +1,4 @@
-"""Ending a process of a multi-process run cleanly.
+"""Ending a process of a multi-process run cleanly, and a script stopped by SIGTERM with exit code 143.
 
 Why a script launched on several CPU processes (gloo) needs this: gloo runs each collective on a
 worker thread of its own (``pt_gloo_runloop``), and that thread drops its last reference to a
@@ -24,8 +24,11 @@ import atexit
 import os
 import sys
 import threading
+from collections.abc import Callable
 
 import torch
+
+from ..robustness.sigterm import TrainingTerminated
 
 
 def end_process(exit_code: int = 0) -> None:
@@ -55,3 +58,21 @@ def end_process(exit_code: int = 0) -> None:
         except (AttributeError, ValueError, OSError):  # replaced or closed streams
             pass
     os._exit(exit_code)
+
+
+def run_script(main: Callable[[], object]) -> None:
+    """Run a script's ``main()`` and end the process as `end_process` does, on every process.
+
+    A ``main()`` stopped by SIGTERM (`TrainingTerminated`, after its checkpoint was saved) prints one line on the
+    main process (which checkpoint, how to resume) instead of a traceback, and the process exits 143, the code
+    of a process ended by SIGTERM. Any other exception propagates as usual.
+    """
+    try:
+        main()
+    except TrainingTerminated as stopped:
+        distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
+        if not distributed or torch.distributed.get_rank() == 0:
+            print(stopped, file=sys.stderr, flush=True)
+        end_process(stopped.code)
+        raise SystemExit(stopped.code) from None
+    end_process()
