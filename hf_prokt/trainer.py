@@ -23,6 +23,7 @@ from .model_kinds import TEACHER_LOGITS
 from .robustness import crash_safe_checkpoints
 from .robustness.checkpoint_saving import CrashSafeCheckpointsMixin
 from .robustness.nonfinite import NonFiniteGuards, nonfinite_advice
+from .robustness.output_folder import check_writable
 from .strategies import Strategy, strategy_class
 from .teacher import persistence
 from .teacher.evaluation import TeacherEvaluationMixin
@@ -55,6 +56,8 @@ class ProKTTrainer(CrashSafeCheckpointsMixin, TeacherEvaluationMixin, Trainer):
                 f"ProKTTrainer needs ProKTTrainingArguments, got {type(args).__name__}. Build the arguments with "
                 "hf_prokt.ProKTTrainingArguments(...) (it accepts every TrainingArguments field)."
             )
+        if args.should_save:  # before the Trainer creates it: a folder that cannot be written to is refused now
+            check_writable(args.output_dir)
         # The recipe refuses what it cannot serve before the Trainer touches anything.
         strategy: Strategy = strategy_class(args.strategy)(args, model, teacher_model, kwargs)
         super().__init__(model=model, args=args, **kwargs)

@@ -13,7 +13,7 @@ import os
 from transformers.trainer import TRAINER_STATE_NAME
 from transformers.trainer_utils import SaveStrategy
 
-from . import crash_safe_checkpoints
+from . import crash_safe_checkpoints, output_folder
 
 
 class CrashSafeCheckpointsMixin:
@@ -24,7 +24,10 @@ class CrashSafeCheckpointsMixin:
 
     def train(self, resume_from_checkpoint: str | bool | None = None, trial=None, **kwargs):
         """`Trainer.train`; ``resume_from_checkpoint=True`` picks the last *complete* checkpoint of `output_dir`
-        (`hf_prokt.robustness.crash_safe_checkpoints`), logging the newer ones it skips and why."""
+        (`hf_prokt.robustness.crash_safe_checkpoints`), logging the newer ones it skips and why. An `output_dir`
+        that cannot be written to is refused first (`hf_prokt.robustness.output_folder`)."""
+        if self.args.should_save:
+            output_folder.check_writable(self.args.output_dir)
         if resume_from_checkpoint is True:
             resume_from_checkpoint = crash_safe_checkpoints.resolve_last_complete(self.args.output_dir)
         return super().train(resume_from_checkpoint=resume_from_checkpoint, trial=trial, **kwargs)
