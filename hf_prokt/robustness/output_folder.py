@@ -29,6 +29,12 @@ class OutputFolderError(OSError):
     """The output folder cannot be written to (raised before training)."""
 
 
+def _error(number: int, message: str) -> OutputFolderError:
+    raised = OutputFolderError(message)  # one argument: the message reads as it is, without "[Errno N]"
+    raised.errno = number
+    return raised
+
+
 def _blocking_file(folder: str) -> str | None:
     """The path at or above ``folder`` that exists but is not a directory, or None."""
     path = os.path.abspath(folder)
@@ -54,7 +60,7 @@ def check_writable(folder: str, what: str = "output_dir") -> None:
     blocking = _blocking_file(folder)
     if blocking is not None:
         where = "it" if os.path.abspath(blocking) == os.path.abspath(folder) else blocking
-        raise OutputFolderError(
+        raise _error(
             errno.ENOTDIR,
             f"{what} {folder} cannot be written to: not a directory ({where} is a file). Pass another {what}, "
             f"or move the file away. Nothing was trained.",
@@ -73,7 +79,7 @@ def check_writable(folder: str, what: str = "output_dir") -> None:
                "read-only file system": "remount it read-write",
                "no space left on device": "free space on its file system",
                "disk quota exceeded": "free space within your quota"}.get(reason, "fix the folder")
-        raise OutputFolderError(
+        raise _error(
             error.errno,
             f"{what} {folder} cannot be written to: {reason} ({error}). Pass another {what}, or {fix}. "
             "Nothing was trained.",
