@@ -20,9 +20,10 @@ from .arguments import ProKTTrainingArguments
 from .heads import zero_classification_layer
 from .model_card import write_model_card
 from .model_kinds import TEACHER_LOGITS
-from .robustness import crash_safe_checkpoints
+from .robustness import crash_safe_checkpoints, final_save
 from .robustness.checkpoint_saving import CrashSafeCheckpointsMixin
 from .robustness.nonfinite import NonFiniteGuards, nonfinite_advice
+from .robustness.output_folder import check_writable
 from .robustness.sigterm_saving import SaveOnSigtermMixin
 from .strategies import Strategy, strategy_class
 from .teacher import persistence
@@ -56,6 +57,8 @@ class ProKTTrainer(SaveOnSigtermMixin, CrashSafeCheckpointsMixin, TeacherEvaluat
                 f"ProKTTrainer needs ProKTTrainingArguments, got {type(args).__name__}. Build the arguments with "
                 "hf_prokt.ProKTTrainingArguments(...) (it accepts every TrainingArguments field)."
             )
+        if args.should_save:  # before the Trainer creates it: a folder that cannot be written to is refused now
+            check_writable(args.output_dir)
         # The recipe refuses what it cannot serve before the Trainer touches anything.
         strategy: Strategy = strategy_class(args.strategy)(args, model, teacher_model, kwargs)
         super().__init__(model=model, args=args, **kwargs)
@@ -206,8 +209,20 @@ class ProKTTrainer(SaveOnSigtermMixin, CrashSafeCheckpointsMixin, TeacherEvaluat
     # ------------------------------------------------------------------ saving, the Hub, checkpoints
 
     def save_model(self, output_dir: str | None = None, _internal_call: bool = False) -> None:
-        """Write the student alone (weights, config, processor) and, when called by the user, its model card."""
-        super().save_model(output_dir, _internal_call)
+        """Write the student alone (weights, config, processor) and, when called by the user, its model card.
+
+        Outside a checkpoint the save is atomic per file (`hf_prokt.robustness.final_save`): it is written into
+        ``<output_dir>/.partial-save``, fsynced and renamed into place, so a kill leaves no partial file among the
+        run's, and a full disk raises `hf_prokt.robustness.disk_full.NoSpaceLeftError` with the partial save removed.
+        """
+        if self._staging:  # inside a checkpoint save, already written into the checkpoint's staging folder
+            super().save_model(output_dir, _internal_call)
+            return
+        write = super().save_model
+        final_save.save_atomically(output_dir or self.args.output_dir, lambda folder: write(folder, True),
+                                   is_writer=self.args.should_save, wait=self.accelerator.wait_for_everyone)
+        if self.args.push_to_hub and not _internal_call:  # as the Trainer's save_model does, once it is in place
+            self.push_to_hub(commit_message="Model save", revision=self.args.hub_revision)
         if not _internal_call:
             write_model_card(self, output_dir or self.args.output_dir, compression=self.compression_report)
 

@@ -9,11 +9,12 @@ every process has written its part, mark it complete and rename it to ``checkpoi
 from __future__ import annotations
 
 import os
+import shutil
 
 from transformers.trainer import TRAINER_STATE_NAME
 from transformers.trainer_utils import SaveStrategy
 
-from . import crash_safe_checkpoints
+from . import crash_safe_checkpoints, disk_full, final_save, output_folder
 
 
 class CrashSafeCheckpointsMixin:
@@ -24,7 +25,11 @@ class CrashSafeCheckpointsMixin:
 
     def train(self, resume_from_checkpoint: str | bool | None = None, trial=None, **kwargs):
         """`Trainer.train`; ``resume_from_checkpoint=True`` picks the last *complete* checkpoint of `output_dir`
-        (`hf_prokt.robustness.crash_safe_checkpoints`), logging the newer ones it skips and why."""
+        (`hf_prokt.robustness.crash_safe_checkpoints`), logging the newer ones it skips and why. An `output_dir`
+        that cannot be written to is refused first (`hf_prokt.robustness.output_folder`)."""
+        if self.args.should_save:
+            output_folder.check_writable(self.args.output_dir)
+            final_save.remove_stale_files(self.args.output_dir)
         if resume_from_checkpoint is True:
             resume_from_checkpoint = crash_safe_checkpoints.resolve_last_complete(self.args.output_dir)
         return super().train(resume_from_checkpoint=resume_from_checkpoint, trial=trial, **kwargs)
@@ -61,18 +66,27 @@ class CrashSafeCheckpointsMixin:
                 self.state.best_model_checkpoint = earlier
         self._staging, self._held_pushes = staging, []
         try:
-            super()._save_checkpoint(model, trial)
-        finally:
-            self._staging, pushes = None, self._held_pushes
-        if self.state.best_model_checkpoint == staged:  # the Trainer named the folder it wrote: name the final one
-            self.state.best_model_checkpoint = final
+            try:
+                super()._save_checkpoint(model, trial)
+            finally:
+                self._staging, pushes = None, self._held_pushes
+            if self.state.best_model_checkpoint == staged:  # the Trainer named the folder it wrote: the final one
+                self.state.best_model_checkpoint = final
+                if self.args.should_save:
+                    self.state.save_to_json(os.path.join(staged, TRAINER_STATE_NAME))
+            self.accelerator.wait_for_everyone()  # every process has written its part (FSDP shards)
             if self.args.should_save:
-                self.state.save_to_json(os.path.join(staged, TRAINER_STATE_NAME))
-        self.accelerator.wait_for_everyone()  # every process has written its part (FSDP shards)
-        if self.args.should_save:
-            crash_safe_checkpoints.write_completeness_marker(staged, self.state.global_step)
-            crash_safe_checkpoints.publish(staged, final)
-            crash_safe_checkpoints.remove_stale_staging(run_dir)
+                crash_safe_checkpoints.write_completeness_marker(staged, self.state.global_step)
+                crash_safe_checkpoints.publish(staged, final)
+                crash_safe_checkpoints.remove_stale_staging(run_dir)
+        except Exception as error:  # a partial checkpoint would fill the disk until the next save: remove it
+            known = disk_full.space(run_dir)
+            full = disk_full.is_no_space(error, run_dir)
+            if self.args.should_save:
+                shutil.rmtree(staging, ignore_errors=True)
+            if full:
+                raise disk_full.no_space_error(error, run_dir, name, known) from error
+            raise
         self.accelerator.wait_for_everyone()
         if pushes:
             self._push_from_checkpoint(final)

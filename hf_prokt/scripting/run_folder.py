@@ -19,7 +19,7 @@ import shutil
 
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
-from ..robustness import crash_safe_checkpoints
+from ..robustness import crash_safe_checkpoints, output_folder
 
 LAST_CHECKPOINT_VALUES = ("true", "last")
 _NO_RESUME_VALUES = ("", "false", "none", "no")
@@ -120,9 +120,11 @@ def clear_previous_run(output_dir: str) -> list[str]:
 def start_of_run(training_args, overwrite_output_dir: bool) -> str | None:
     """Before anything is loaded: the checkpoint ``--resume_from_checkpoint`` names (None for a fresh start),
     after refusing an ``output_dir`` that holds an earlier run (`check_output_dir`). Nothing is checked when
-    the run does not train."""
+    the run does not train. An ``output_dir`` that cannot be written to is refused first."""
     if not training_args.do_train:
         return None
+    if training_args.should_save:
+        output_folder.check_writable(training_args.output_dir, "--output_dir")
     resume_from = resolve_resume_checkpoint(training_args.resume_from_checkpoint, training_args.output_dir)
     check_output_dir(training_args.output_dir, overwrite_output_dir, resume_from)
     return resume_from
