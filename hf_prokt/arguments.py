@@ -7,9 +7,11 @@ validated in `__post_init__` with an error that names the field and the fix.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cached_property
 
 from transformers import TrainingArguments
 
+from .deepspeed.cpu_state import configure_cpu_deepspeed_state
 from .strategies import strategy_class, strategy_names
 
 STRATEGIES = strategy_names()
@@ -253,6 +255,13 @@ class ProKTTrainingArguments(TrainingArguments):
     def __post_init__(self):
         self._validate_prokt_fields()
         super().__post_init__()
+
+    @cached_property
+    def _setup_devices(self):
+        """The `TrainingArguments`' devices, with DeepSpeed's state created first on a host without an accelerator
+        (`hf_prokt.deepspeed.cpu_state`)."""
+        configure_cpu_deepspeed_state(self)
+        return TrainingArguments._setup_devices.func(self)
 
     def _validate_prokt_fields(self) -> None:
         def fail(name: str, problem: str, fix: str) -> None:

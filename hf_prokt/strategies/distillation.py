@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from ..deepspeed import engines as deepspeed_engines
 from ..eval_mode import eval_mode
 from ..losses import IntermediateDistiller, student_loss
 from ..losses.chunked import chunked_student_loss
@@ -27,11 +28,6 @@ from .base import Strategy
 
 logger = logging.getLogger(__name__)
 
-NO_DEEPSPEED_TEACHER = (
-    "ProKTTrainer does not run a teacher under DeepSpeed: its engine drives one model and one optimizer. Use FSDP2 "
-    "(fsdp='full_shard' with fsdp_config={'version': 2}, or an accelerate FSDP config with fsdp_version: 2) or DDP; "
-    "or strategy='finetune'."
-)
 NEEDS_LABELS = (
     "the training data has no labels: ProKT trains the teacher on them, and distill_alpha < 1 (or a ramp "
     "distill_alpha_warmup_steps) trains the student on them. Add a 'label' or 'labels' column (for a causal LM, "
@@ -92,8 +88,7 @@ class Distillation(Strategy):
                 f"compute_loss_func would replace the distillation loss of strategy={cls.name!r}. Remove "
                 "it (the student loss is set by distill_alpha and distill_temperature), or use 'finetune'."
             )
-        if args.deepspeed:
-            raise ValueError(NO_DEEPSPEED_TEACHER)
+        deepspeed_engines.refuse_unsupported(args, cls.name)
 
     def __init__(self, args, student, teacher, trainer_kwargs):
         super().__init__(args, student, teacher, trainer_kwargs)
@@ -223,6 +218,8 @@ class Distillation(Strategy):
             reason = f"the models are {kind.name}s, and the chunked loss reads causal LMs only"
         elif trainer.is_fsdp_enabled:
             reason = "under FSDP the output layers' weights are sharded outside the forward"
+        elif trainer.is_deepspeed_enabled and trainer.accelerator.state.deepspeed_plugin.zero_stage == 3:
+            reason = "under DeepSpeed ZeRO-3 the output layers' weights are partitioned outside the forward"
         else:
             batch = self.example_batch() if trainer.train_dataset is not None else None
             for who, model in (("student", trainer.model), ("teacher", self.teacher_model)):

@@ -14,6 +14,7 @@ import logging
 import torch
 from torch import nn
 
+from ..deepspeed import engines as deepspeed_engines
 from ..eval_mode import eval_mode
 from ..model_kinds import TEACHER_LOGITS
 from ..pair_checks import on_device_of
@@ -83,6 +84,8 @@ class KnowledgeDistillation(Distillation):
         if not self._teacher_prepared:
             if trainer.is_fsdp_enabled:  # FSDP2 prepares a model only with an optimizer: keep it whole, placed
                 self.teacher_model.to(trainer.accelerator.device)
+            elif trainer.is_deepspeed_enabled:  # partitioned under ZeRO-3 (hf_prokt.deepspeed.engines)
+                self.wrapped_teacher = deepspeed_engines.inference_engine(trainer, self.teacher_model)
             else:
                 self.wrapped_teacher = trainer.accelerator.prepare_model(self.teacher_model, evaluation_mode=True)
             self._teacher_prepared = True

@@ -26,6 +26,7 @@ import torch
 from torch import nn
 from transformers import get_scheduler
 
+from ..deepspeed import engines as deepspeed_engines
 from ..eval_mode import eval_mode
 from ..losses import dual_ascent, teacher_dual_loss, teacher_penalty_loss
 from ..losses.chunked import chunked_distillation_losses
@@ -66,6 +67,7 @@ class ProKT(Distillation):
         super().__init__(args, student, teacher, trainer_kwargs)
         self.dual_beta = float(args.dual_init)
         self.teacher_last_lr = None
+        self._teacher_torch_optimizer = None  # under DeepSpeed: the torch optimizer inside the teacher's engine
         self._window: list | None = None
         self._position = 0
         self._stale_targets: list[Target] | None = None
@@ -92,6 +94,11 @@ class ProKT(Distillation):
         )
 
     @property
+    def uses_deepspeed(self) -> bool:
+        """Whether the teacher has its own DeepSpeed engine (the student is under DeepSpeed)."""
+        return self.trainer is not None and self.trainer.is_deepspeed_enabled
+
+    @property
     def teacher_is_sharded(self) -> bool:
         """FSDP2 shards a ProKT teacher like the student (a frozen KD teacher stays whole on every process)."""
         return self.trainer is not None and self.trainer.is_fsdp_enabled
@@ -105,12 +112,18 @@ class ProKT(Distillation):
         trainer, args = self.trainer, self.args
         if self.teacher_optimizer is None:
             self.teacher_optimizer = self._create_teacher_optimizer()
-            self.wrapped_teacher, self.teacher_optimizer = trainer.accelerator.prepare(
-                self.teacher_model, self.teacher_optimizer
-            )
+            if self.uses_deepspeed:  # its own engine: accelerate's backward drives the student's alone
+                self._teacher_torch_optimizer = self.teacher_optimizer
+                self.wrapped_teacher, self.teacher_optimizer = deepspeed_engines.training_engine(
+                    trainer, self.teacher_model, self.teacher_optimizer
+                )
+            else:
+                self.wrapped_teacher, self.teacher_optimizer = trainer.accelerator.prepare(
+                    self.teacher_model, self.teacher_optimizer
+                )
             self._teacher_prepared = True
         self.teacher_lr_scheduler = get_scheduler(
-            args.lr_scheduler_type, optimizer=self.teacher_optimizer,
+            args.lr_scheduler_type, optimizer=self._teacher_torch_optimizer or self.teacher_optimizer,
             num_warmup_steps=args.get_warmup_steps(num_training_steps), num_training_steps=num_training_steps,
             scheduler_specific_kwargs=args.lr_scheduler_kwargs,
         )
@@ -226,7 +239,9 @@ class ProKT(Distillation):
                           else "largest |last hidden state| of the prediction the teacher is pulled towards",
                           (student_logits.hidden if chunked else student_logits).abs().amax())
             last = index == len(batches) - 1
-            with nullcontext() if last else accelerator.no_sync(teacher):
+            if self.uses_deepspeed:  # the engine reduces the gradients at the window's last micro-batch
+                teacher.set_gradient_accumulation_boundary(last)
+            with nullcontext() if last or self.uses_deepspeed else accelerator.no_sync(teacher):
                 if self.kind.labels(inputs) is None:
                     raise ValueError(NEEDS_LABELS)
                 if chunked:
@@ -237,7 +252,10 @@ class ProKT(Distillation):
                     outputs = self.run_teacher(teacher, inputs, flags)
                     loss, proximity = self._teacher_loss(self.kind.predictions(outputs), student_logits, inputs)
                     stale = Target.detached(outputs, self.kind.predictions(outputs))
-                accelerator.backward(loss * self.window_share(inputs, len(batches)))
+                if self.uses_deepspeed:  # weighted by window_share already: no division by the accumulation
+                    teacher.backward(loss * self.window_share(inputs, len(batches)), scale_wrt_gas=False)
+                else:
+                    accelerator.backward(loss * self.window_share(inputs, len(batches)))
             stale_targets.append(stale if args.prokt_target == "stale" else None)
             proximities.append(proximity)
             losses.append(loss.detach())
@@ -245,6 +263,22 @@ class ProKT(Distillation):
                 guard.add("teacher", "teacher_loss", loss)
                 guard.add("teacher", "kl_student_teacher", proximity)
 
+        if self.uses_deepspeed:
+            self._teacher_engine_step(guard)
+        else:
+            self._teacher_optimizer_step(guard)
+
+        proximity = torch.stack(proximities).mean()
+        if args.prokt_constraint == "dual":
+            # Every process must hold the same multiplier: average the constraint over processes.
+            global_proximity = self.reduce_mean(proximity).item()
+            self.dual_beta = dual_ascent(self.dual_beta, global_proximity, args.prokt_epsilon, args.dual_lr)
+        self.means.add({"teacher_loss": torch.stack(losses).mean(), "kl_student_teacher": proximity})
+        return stale_targets
+
+    def _teacher_optimizer_step(self, guard) -> None:
+        """Clip (or measure) the teacher's gradients, check them, step its optimizer and scheduler."""
+        args, accelerator = self.args, self.trainer.accelerator
         with self._gradients_synced():
             grad_norm = None
             if args.max_grad_norm and args.max_grad_norm > 0:
@@ -259,13 +293,16 @@ class ProKT(Distillation):
                 self.teacher_lr_scheduler.step()
             self.teacher_optimizer.zero_grad(set_to_none=True)
 
-        proximity = torch.stack(proximities).mean()
-        if args.prokt_constraint == "dual":
-            # Every process must hold the same multiplier: average the constraint over processes.
-            global_proximity = self.reduce_mean(proximity).item()
-            self.dual_beta = dual_ascent(self.dual_beta, global_proximity, args.prokt_epsilon, args.dual_lr)
-        self.means.add({"teacher_loss": torch.stack(losses).mean(), "kl_student_teacher": proximity})
-        return stale_targets
+    def _teacher_engine_step(self, guard) -> None:
+        """The teacher's DeepSpeed engine steps: it clips to its ``gradient_clipping`` (``max_grad_norm``) and steps
+        its optimizer; then the gradient norm it measured is checked and the scheduler steps."""
+        engine, torch_optimizer = self.wrapped_teacher, self._teacher_torch_optimizer
+        self.teacher_last_lr = torch_optimizer.param_groups[0]["lr"]
+        engine.step()
+        if guard is not None:  # after the step: DeepSpeed measures the norm inside it
+            self.guards.check("teacher", engine.get_global_grad_norm())
+        if engine.was_step_applied():  # fp16 overflow skips the step
+            self.teacher_lr_scheduler.step()
 
     def _teacher_loss(self, teacher_logits: torch.Tensor, student_logits: torch.Tensor, inputs: dict):
         """Step 2's ``(loss, proximity)`` from the logits, for the constraint in use."""
