@@ -54,7 +54,8 @@ def main(output_dir: str, per_device_batch: int, stage: int, strategy: str, extr
     sharding = {"deepspeed": zero_config(stage), "use_cpu": False} if stage >= 0 else {}
     settings = dict(strategy=strategy, optim="adamw_torch", lr_scheduler_type="linear", max_grad_norm=1.0,
                     learning_rate=1e-2, teacher_learning_rate=1e-2, max_steps=3, dataloader_drop_last=True,
-                    per_device_train_batch_size=per_device_batch, evaluate_teacher=False, **sharding)
+                    per_device_train_batch_size=per_device_batch, evaluate_teacher=False, save_on_sigterm=False,
+                    **sharding)
     args = make_args(Path(output_dir), **{**settings, **overrides})
     trainer = ProKTTrainer(model=student, teacher_model=teacher, args=args, train_dataset=toy_dataset(64, seed=7),
                            eval_dataset=toy_dataset(32, seed=8))

@@ -115,7 +115,10 @@ def ds_args(config: dict, **fields):
      "intermediate distillation terms .* not supported under DeepSpeed"),
     ("prokt", {"zero_optimization": {"stage": 1}, "optimizer": {"type": "AdamW"}}, {},
      "'optimizer' block.*Remove the block"),
-], ids=["offload-optimizer", "offload-param", "intermediate", "optimizer-block"])
+    ("kd", {"zero_optimization": {"stage": 3}}, {"save_strategy": "steps"},
+     r"checkpoints with a teacher under DeepSpeed are not written yet \(save_strategy='steps'\)"),
+    ("prokt", {"zero_optimization": {"stage": 2}}, {"save_on_sigterm": True}, r"save_on_sigterm=True"),
+], ids=["offload-optimizer", "offload-param", "intermediate", "optimizer-block", "checkpoints", "sigterm-save"])
 def test_refused_combinations(strategy, config, fields, message):
     args = ds_args(config, **fields)
     with pytest.raises(ValueError, match=message):

@@ -72,6 +72,18 @@ def refuse_unsupported(args, strategy: str) -> None:
             "DeepSpeed: their projections are trained by the student's optimizer, which DeepSpeed's engine builds "
             "around the student's parameters alone. Set those weights to 0 under DeepSpeed, or use DDP."
         )
+    save_strategy = getattr(args, "save_strategy", "no")
+    save_strategy = getattr(save_strategy, "value", save_strategy)  # an IntervalStrategy after __post_init__
+    saving = [f"{name}={value!r}" for name, value, off in (
+        ("save_strategy", save_strategy, "no"), ("save_on_sigterm", getattr(args, "save_on_sigterm", False), False))
+        if value != off]
+    if saving:
+        raise ValueError(
+            f"checkpoints with a teacher under DeepSpeed are not written yet ({', '.join(saving)}): the teacher's "
+            "engine state is not saved, so a run resumed from one would not continue the same teacher. Set "
+            "save_strategy='no' and save_on_sigterm=False (save_model() at the end still writes the student), or "
+            "use DDP / FSDP2, whose checkpoints hold the teacher."
+        )
     if strategy == "prokt":
         blocks = [key for key in ("optimizer", "scheduler") if key in config]
         if blocks:
