@@ -86,8 +86,23 @@ def test_unsupported_sharded_setups_are_refused_before_training(tmp_path, mode, 
     assert not (out / "weights.pt").exists() and not list((out / "out").glob("checkpoint-*"))
 
 
-def test_deepspeed_with_a_teacher_is_refused():
+def test_deepspeed_with_a_teacher_refuses_checkpoints_offload_and_intermediate_terms():
+    """Checked before anything is built, without deepspeed installed (tests/test_deepspeed.py runs the engines)."""
+    from hf_prokt.deepspeed.engines import refuse_unsupported
+
+    def ds_args(zero: dict, **fields):
+        fields = {"uses_intermediate_terms": False, "save_strategy": "no", "save_on_sigterm": False, **fields}
+        return SimpleNamespace(hf_deepspeed_config=SimpleNamespace(config={"zero_optimization": zero}),
+                               deepspeed_plugin=None, **fields)
+
     for strategy in ("kd", "prokt"):
-        with pytest.raises(ValueError, match="does not run a teacher under DeepSpeed.*FSDP2"):
-            check_trainer_setup(SimpleNamespace(strategy=strategy, deepspeed="ds.json"), {})
+        refuse_unsupported(ds_args({"stage": 3}), strategy)  # supported: no checkpoints, no offload
+        with pytest.raises(ValueError, match=r"checkpoints with a teacher under DeepSpeed are not written yet "
+                                             r"\(save_strategy='steps', save_on_sigterm=True\).*save_strategy='no'"):
+            refuse_unsupported(ds_args({"stage": 2}, save_strategy="steps", save_on_sigterm=True), strategy)
+        with pytest.raises(ValueError, match=r"offload \(offload_param\)"):
+            refuse_unsupported(ds_args({"stage": 3, "offload_param": {"device": "cpu"}}), strategy)
+        with pytest.raises(ValueError, match="intermediate distillation terms"):
+            refuse_unsupported(ds_args({"stage": 2}, uses_intermediate_terms=True), strategy)
+    refuse_unsupported(SimpleNamespace(hf_deepspeed_config=None, deepspeed_plugin=None), "prokt")  # no DeepSpeed
     check_trainer_setup(SimpleNamespace(strategy="finetune", deepspeed="ds.json"), {})
