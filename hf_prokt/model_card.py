@@ -204,6 +204,11 @@ It achieves the following results on the evaluation set:
 {%- endif %}
 
 {{ distillation }}
+{%- for title, text in sections.items() %}
+## {{ title }}
+
+{{ text }}
+{% endfor %}
 ## Training procedure
 
 ### Training hyperparameters
@@ -230,9 +235,13 @@ trained, the distillation section, then the `transformers` card's training proce
 
 def build_model_card(trainer, dataset: str | list[str] | None = None, tasks: str | list[str] | None = None,
                      inference_speedup: float | None = None, finetuned_from: str | None = None, compression=None,
+                     pipeline_tag: str | None = None, sections: dict[str, str] | None = None,
                      **card_kwargs) -> ModelCard:
     """The student's card: `CARD_TEMPLATE` filled from the `transformers` `TrainingSummary` of ``trainer`` (its
-    metadata, hyperparameters and results) and from how the student was distilled."""
+    metadata, hyperparameters and results) and from how the student was distilled.
+
+    ``pipeline_tag`` (e.g. ``"text-generation"``) goes into the metadata, where the Hub reads the widget it shows;
+    ``sections`` (title: Markdown text) are added after the distillation section, in their order."""
     summary = TrainingSummary.from_trainer(trainer, dataset=dataset, tasks=tasks, finetuned_from=finetuned_from,
                                            **card_kwargs)
     data = ModelCardData(**summary.create_metadata())
@@ -241,6 +250,8 @@ def build_model_card(trainer, dataset: str | list[str] | None = None, tasks: str
     data.tags = list(dict.fromkeys([*(data.tags or []), *trainer.strategy.tags, "hf-prokt"]))
     base_model = hub_id(finetuned_from) or hub_id(_source(student))
     data.base_model = base_model or None
+    if pipeline_tag:
+        data.pipeline_tag = pipeline_tag
     # The metadata lists Hub datasets: those given as dataset_tags (already there), else the names of the form
     # owner/name; any other name (a local file, "GLUE SST2") is for the text only.
     if not data.datasets and any(_is_hub_dataset(name) for name in datasets_):
@@ -261,7 +272,7 @@ def build_model_card(trainer, dataset: str | list[str] | None = None, tasks: str
         opening=_opening_sentence(trainer, student, dataset_text),
         eval_lines=[f"{name}: {_rounded(value)}" for name, value in (summary.eval_results or {}).items()],
         distillation=distillation_section(trainer, inference_speedup, dataset_text, compression),
-        hyperparameters=summary.hyperparameters or {},
+        sections=sections or {}, hyperparameters=summary.hyperparameters or {},
         results_table=make_markdown_table(summary.eval_lines) if summary.eval_lines else "",
         versions=_framework_versions(),
     )

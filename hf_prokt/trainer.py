@@ -228,8 +228,12 @@ class ProKTTrainer(SaveOnSigtermMixin, CrashSafeCheckpointsMixin, TeacherEvaluat
 
     def create_model_card(self, language=None, license=None, tags=None, model_name=None, finetuned_from=None,
                           tasks=None, dataset_tags=None, dataset=None, dataset_args=None,
-                          inference_speedup: float | None = None, compression=None) -> None:
+                          inference_speedup: float | None = None, compression=None, pipeline_tag: str | None = None,
+                          sections: dict[str, str] | None = None) -> None:
         """The `transformers` card of the student, extended with how it was distilled (see `hf_prokt.model_card`).
+
+        `pipeline_tag` sets the card's Hub pipeline (``"text-generation"``); `sections` (title: Markdown) adds
+        sections after the distillation one, e.g. a generated sample.
 
         `compression` (a `hf_prokt.CompressionReport`, default `self.compression_report`) puts the measured sizes,
         latencies and speed-ups in the card; `inference_speedup` alone (teacher latency over the student's,
@@ -239,7 +243,7 @@ class ProKTTrainer(SaveOnSigtermMixin, CrashSafeCheckpointsMixin, TeacherEvaluat
                          compression=compression if compression is not None else self.compression_report,
                          language=language, license=license, tags=tags, model_name=model_name,
                          finetuned_from=finetuned_from, tasks=tasks, dataset_tags=dataset_tags, dataset=dataset,
-                         dataset_args=dataset_args)
+                         dataset_args=dataset_args, pipeline_tag=pipeline_tag, sections=sections)
 
     def push_to_hub(self, commit_message: str | None = "End of training", blocking: bool = True,
                     token: str | None = None, revision: str | None = None, private: bool | None = None,

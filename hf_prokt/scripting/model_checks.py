@@ -96,18 +96,19 @@ def position_limit(config: PretrainedConfig) -> tuple[int, str] | None:
 
 
 def check_max_seq_length(max_seq_length: int, configs: Sequence[tuple[str, str, PretrainedConfig]] = (),
-                         tokenizer=None) -> None:
-    """Refuse a ``--max_seq_length`` above what a model to be loaded (`checkpoint_configs`) or the tokenizer
-    accepts: the tokenizer's ``model_max_length`` counts when it is set and smaller.
+                         tokenizer=None, flag: str = "--max_seq_length") -> None:
+    """Refuse a ``--max_seq_length`` (or the length flag ``flag``, e.g. ``--block_size``) above what a model to be
+    loaded (`checkpoint_configs`) or the tokenizer accepts: the tokenizer's ``model_max_length`` counts when it is
+    set and smaller.
 
     Raises:
         ValueError: naming the flag, the checkpoint (or tokenizer), its limit and where the limit comes from.
     """
     limits = []
-    for flag, path, config in configs:
+    for model_flag, path, config in configs:
         found = position_limit(config)
         if found is not None:
-            limits.append((found[0], f"{flag} {path} ({found[1]})"))
+            limits.append((found[0], f"{model_flag} {path} ({found[1]})"))
     length = getattr(tokenizer, "model_max_length", None)
     if isinstance(length, int) and 0 < length < _UNSET_TOKENIZER_LENGTH:
         limits.append((length, f"the tokenizer of {tokenizer.name_or_path} (model_max_length {length})"))
@@ -116,6 +117,6 @@ def check_max_seq_length(max_seq_length: int, configs: Sequence[tuple[str, str, 
     limit, source = min(limits, key=lambda item: item[0])
     if max_seq_length > limit:
         raise ValueError(
-            f"--max_seq_length {max_seq_length} is longer than the {limit} tokens of {source}: the first "
-            f"example that long would crash the run. Pass --max_seq_length {limit} or less."
+            f"{flag} {max_seq_length} is longer than the {limit} tokens of {source}: the first "
+            f"example that long would crash the run. Pass {flag} {limit} or less."
         )

@@ -24,7 +24,10 @@ def load_raw_text(data_args, model_args, tables: bool = False) -> dict:
     ``--streaming``, with the text column. With ``tables``, ``.json``/``.jsonl``/``.csv``/``.parquet`` files are
     read as tables of columns (both files of one format); otherwise files are plain text, one document per line."""
     common = dict(cache_dir=model_args.cache_dir, streaming=data_args.streaming)
-    if data_args.dataset_name:
+    if data_args.dataset_name and is_saved_dataset(data_args.dataset_name):
+        splits = load_saved_dataset(data_args.dataset_name, data_args.streaming)
+        builder = None
+    elif data_args.dataset_name:
         builder, options = data_args.dataset_name, dict(name=data_args.dataset_config_name, token=model_args.token)
         splits = {}
         for name in ("train", "validation"):
@@ -50,7 +53,9 @@ def load_raw_text(data_args, model_args, tables: bool = False) -> dict:
         options = dict(data_files=files)
         splits = {name: datasets.load_dataset(builder, split=name, **options, **common) for name in files}
     percentage = data_args.validation_split_percentage
-    if percentage and "validation" not in splits and "train" in splits:
+    if percentage and "validation" not in splits and "train" in splits and builder is None:
+        splits["train"], splits["validation"] = hold_out(splits["train"], percentage)
+    elif percentage and "validation" not in splits and "train" in splits:
         splits["validation"] = datasets.load_dataset(builder, split=f"train[:{percentage}%]", **options, **common)
         splits["train"] = datasets.load_dataset(builder, split=f"train[{percentage}%:]", **options, **common)
     elif percentage:
@@ -59,9 +64,37 @@ def load_raw_text(data_args, model_args, tables: bool = False) -> dict:
     return splits
 
 
+def is_saved_dataset(path: str) -> bool:
+    """Whether ``path`` is a folder written by ``Dataset.save_to_disk`` / ``DatasetDict.save_to_disk``."""
+    return any(os.path.isfile(os.path.join(path, name)) for name in ("dataset_dict.json", "state.json"))
+
+
+def load_saved_dataset(path: str, streaming: bool = False) -> dict:
+    """The ``train`` and ``validation`` splits of a dataset saved with ``save_to_disk`` (a single Dataset is the
+    ``train`` split); IterableDatasets with ``streaming``."""
+    saved = datasets.load_from_disk(path)
+    found = dict(saved) if isinstance(saved, datasets.DatasetDict) else {"train": saved}
+    splits = {name: found[name] for name in ("train", "validation") if name in found}
+    if not splits:
+        raise ValueError(f"{path} holds the splits {sorted(found)}, but neither 'train' nor 'validation': save the "
+                         "dataset with those split names.")
+    return {name: split.to_iterable_dataset() if streaming else split for name, split in splits.items()}
+
+
+def hold_out(dataset: datasets.Dataset, percentage: int) -> tuple[datasets.Dataset, datasets.Dataset]:
+    """``(rest, held out)``: the first ``percentage`` % of the rows held out (at least one), as the split
+    ``train[:N%]`` of `datasets` would."""
+    count = max(1, len(dataset) * percentage // 100)
+    if count >= len(dataset):
+        raise ValueError(f"--validation_split_percentage {percentage} of {len(dataset)} rows leaves no training "
+                         "row: give more data or a smaller percentage.")
+    return dataset.select(range(count, len(dataset))), dataset.select(range(count))
+
+
 def tokenize_into_blocks(dataset, tokenizer, text_column: str, block_size: int, data_args,
-                         split: str):
-    """The documents of ``dataset`` (blank ones skipped) tokenized, each with its own special tokens, then
+                         split: str, end_of_document: int | None = None):
+    """The documents of ``dataset`` (blank ones skipped) tokenized, each with its own special tokens (and
+    ``end_of_document``, a token id such as a causal LM's EOS, appended where it does not end it already), then
     concatenated 1,000 at a time and cut into blocks of ``block_size`` tokens (the last, shorter piece of every
     1,000 dropped). A Dataset stays a Dataset, an IterableDataset is cut as it is read."""
     columns = dataset.column_names
@@ -74,7 +107,18 @@ def tokenize_into_blocks(dataset, tokenizer, text_column: str, block_size: int, 
     def tokenize(batch):
         documents = [text for text in batch[text_column] if text is not None and text.strip()]
         # Documents longer than the models take are expected: they are cut into blocks below.
-        return tokenizer(documents, verbose=False) if documents else no_documents
+        if not documents:
+            return no_documents
+        encoded = tokenizer(documents, verbose=False)
+        if end_of_document is not None:
+            for index, ids in enumerate(encoded["input_ids"]):
+                if not ids or ids[-1] != end_of_document:
+                    for name in encoded:  # attended to; other columns (token types) repeat their last value
+                        values = encoded[name][index]
+                        added = {"input_ids": end_of_document, "attention_mask": 1}.get(
+                            name, values[-1] if values else 0)
+                        encoded[name][index] = [*values, added]
+        return encoded
 
     def group(batch):
         joined = {name: list(itertools.chain.from_iterable(values)) for name, values in batch.items()}
