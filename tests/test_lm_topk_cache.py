@@ -83,7 +83,7 @@ class Padding:
             size = len(feature["input_ids"])
             pad = length - size
 
-            def padded(values, filler):
+            def padded(values, filler, pad=pad):
                 return [filler] * pad + values if self.tokenizer.padding_side == "left" else values + [filler] * pad
 
             batch["input_ids"].append(padded(list(feature["input_ids"]), 0))
