@@ -24,6 +24,7 @@ Steps, each its own command, each writing its JSON when it ends:
     python -m benchmarks.lm_demo teacher                          # runs/lm_demo/teacher + results/lm_demo/teacher.json
     python -m benchmarks.lm_demo student --recipe kd --seed 0     # results/lm_demo/kd_s0.json
     python -m benchmarks.lm_demo student --recipe prokt --lora_teacher --seed 1
+    python -m benchmarks.lm_demo student --recipe kd --teacher_topk 64 --seed 0   # KD from the cached top-64
     python -m benchmarks.lm_demo teacher --tiny                   # a smoke run: tiny models, a few steps
 
 One torch thread unless ``OMP_NUM_THREADS`` says otherwise.
@@ -45,11 +46,11 @@ import torch
 if __package__ in (None, ""):  # run as `python benchmarks/lm_demo.py`
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from transformers import AutoModelForCausalLM, GPT2Config, GPT2LMHeadModel  # noqa: E402
+from transformers import AutoModelForCausalLM, GPT2Config, GPT2LMHeadModel, default_data_collator  # noqa: E402
 
 from benchmarks.common import DEFAULT_SST2_DIR, load_tokenizer, machine_description  # noqa: E402
 from benchmarks.general_distillation_corpus import DEFAULT_CONLL_DIR, build_corpus  # noqa: E402
-from hf_prokt import ProKTTrainer, ProKTTrainingArguments, student_from_teacher  # noqa: E402
+from hf_prokt import ProKTTrainer, ProKTTrainingArguments, load_or_cache_teacher_topk, student_from_teacher  # noqa: E402
 from hf_prokt.scripting.text_blocks import tokenize_into_blocks  # noqa: E402
 
 RESULTS = os.path.join(os.path.dirname(__file__), "results", "lm_demo")
@@ -65,6 +66,9 @@ def parse(argv=None) -> argparse.Namespace:
     parser.add_argument("--recipe", choices=RECIPES, default="kd")
     parser.add_argument("--lora_teacher", action="store_true", help="prokt: train a LoRA adapter on the teacher")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--teacher_topk", type=int, default=None,
+                        help="kd: learn from the teacher's top-k log-probabilities cached once (hf_prokt."
+                             "cache_teacher_topk, computed at k=64 and cut to the first k) instead of the live teacher")
     parser.add_argument("--runs", default="runs/lm_demo", help="where the teacher's weights go (not committed)")
     parser.add_argument("--results", default=RESULTS)
     parser.add_argument("--block_size", type=int, default=64)
@@ -179,19 +183,60 @@ def train_student(args, data) -> dict:
     if args.recipe == "prokt":
         fields.update(prokt_lambda=STUDENT["prokt_lambda"], teacher_learning_rate=STUDENT[
             "lora_teacher_learning_rate" if args.lora_teacher else "teacher_learning_rate"])
-    name = f"{args.recipe}{'-lora' if args.lora_teacher else ''}_s{args.seed}"
-    trainer = ProKTTrainer(model=student, teacher_model=None if args.recipe == "finetune" else teacher,
+    cache = {}
+    train = data["train"]
+    if args.teacher_topk:
+        if args.recipe != "kd":
+            raise SystemExit("--teacher_topk caches a frozen teacher: use it with --recipe kd")
+        train, cache = topk_cache(args, teacher, train)
+    name = f"{args.recipe}{'-lora' if args.lora_teacher else ''}{f'-top{args.teacher_topk}' if cache else ''}"
+    name += f"_s{args.seed}"
+    trainer = ProKTTrainer(model=student, teacher_model=None if args.recipe == "finetune" or cache else teacher,
                            args=training_arguments(args, os.path.join(args.runs, name), **fields),
-                           train_dataset=data["train"])
+                           train_dataset=train)
     timing = timed_train(trainer)
     perplexity, positions = held_out_perplexity(trainer.model, data["validation"])
     result = {"name": name, "recipe": args.recipe, "lora_teacher": args.lora_teacher, "seed": args.seed,
               "student": {"layers": args.student_layers, "parameters": student.num_parameters(),
                           "held_out_perplexity": perplexity},
               "held_out_positions": positions, **timing, "epochs": args.epochs, "hyperparameters": fields}
+    if cache:
+        result["teacher_topk_cache"] = cache
     if args.recipe == "prokt":
         result["teacher"] = {"held_out_perplexity": held_out_perplexity(trainer.teacher_model, data["validation"])[0]}
     return result
+
+
+CACHED_K = 64
+
+
+def topk_cache(args, teacher, train: datasets.Dataset) -> tuple[datasets.Dataset, dict]:
+    """The training blocks with the teacher's top-``args.teacher_topk`` log-probabilities, and what they cost.
+
+    The cache is computed once at k = 64 over every training block (`load_or_cache_teacher_topk`, kept in
+    ``runs/``) and cut to its first k columns: the entries are sorted, so they are exactly the top k."""
+    if args.teacher_topk > CACHED_K:
+        raise SystemExit(f"--teacher_topk {args.teacher_topk}: at most {CACHED_K}")
+    path = os.path.join(args.runs, f"teacher_top{CACHED_K}{'_tiny' if args.tiny else ''}")
+    computed = not os.path.exists(path)
+    wall = time.perf_counter()
+    cached = load_or_cache_teacher_topk(path, teacher, train, k=CACHED_K, temperature=STUDENT["distill_temperature"],
+                                        batch_size=64, data_collator=default_data_collator, disable_tqdm=True)
+    cache_time = time.perf_counter() - wall
+    k = args.teacher_topk
+    if k < CACHED_K:
+        cached = cached.map(lambda batch: {name: [[row[:k] for row in rows] for rows in batch[name]]
+                                           for name in ("teacher_topk_logprobs", "teacher_topk_indices")},
+                            batched=True, desc=f"Top-{k} of the top-{CACHED_K}")
+    table = cached.select_columns(["teacher_topk_logprobs", "teacher_topk_indices", "teacher_topk_positions"]).data
+    positions = sum(len(rows) for rows in cached["teacher_topk_positions"])
+    stored = sum(chunk.nbytes for column in table.columns for chunk in column.chunks)
+    vocab = teacher.config.vocab_size
+    return cached, {"k": k, "dtype": "float16", "predicted_positions": positions,
+                    "bytes_per_token": round(stored / positions, 1), "full_logits_bytes_per_token_fp16": 2 * vocab,
+                    "full_logits_bytes_per_token_fp32": 4 * vocab,
+                    "cache_time_s": round(cache_time, 1) if computed else None,
+                    "computed_at_k": CACHED_K}
 
 
 def main(argv=None) -> int:

@@ -19,7 +19,7 @@ from transformers import Trainer
 from .arguments import ProKTTrainingArguments
 from .heads import zero_classification_layer
 from .model_card import write_model_card
-from .model_kinds import TEACHER_LOGITS
+from .model_kinds import TEACHER_LOGITS, TEACHER_TOPK_COLUMNS, TEACHER_TOPK_MASK
 from .robustness import crash_safe_checkpoints, final_save
 from .robustness.checkpoint_saving import CrashSafeCheckpointsMixin
 from .robustness.nonfinite import NonFiniteGuards, nonfinite_advice
@@ -106,8 +106,9 @@ class ProKTTrainer(SaveOnSigtermMixin, CrashSafeCheckpointsMixin, TeacherEvaluat
         logits (which the student never receives)."""
         super()._set_signature_columns_if_needed()
         cached = getattr(self, "strategy", None) is not None and self.strategy.uses_cached_teacher_logits
-        if cached and TEACHER_LOGITS not in self._signature_columns:
-            self._signature_columns.append(TEACHER_LOGITS)
+        for column in (TEACHER_LOGITS, *TEACHER_TOPK_COLUMNS) if cached else ():
+            if column not in self._signature_columns:
+                self._signature_columns.append(column)
 
     def create_optimizer(self, model=None):
         """The student's optimizer, plus what the strategy trains with it (the intermediate projections)."""
@@ -160,7 +161,8 @@ class ProKTTrainer(SaveOnSigtermMixin, CrashSafeCheckpointsMixin, TeacherEvaluat
     def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
         """The `Trainer`'s, on the batch without cached teacher logits (an evaluation set may carry them); for a
         student without predictions, its distillation loss alone."""
-        inputs = {k: v for k, v in inputs.items() if k != TEACHER_LOGITS}
+        cache_keys = (TEACHER_LOGITS, *TEACHER_TOPK_COLUMNS, TEACHER_TOPK_MASK)
+        inputs = {k: v for k, v in inputs.items() if k not in cache_keys}
         if not self.strategy.model_computes_evaluation_loss():  # no loss of its own: the distillation loss
             with torch.no_grad():
                 return self.compute_loss(model, self._prepare_inputs(inputs)), None, None

@@ -229,3 +229,23 @@ def test_push_sends_the_student_with_a_text_generation_card_and_measured_compres
     student = AutoModelForCausalLM.from_pretrained(pushed)
     assert results["parameter_ratio"] == teacher_model.num_parameters() / student.num_parameters() > 1
     assert f"| 2 | {results['teacher_latency_ms_bs2']:.2f} | {results['student_latency_ms_bs2']:.2f} |" in card
+
+
+def test_kd_from_the_cached_top_k_is_computed_once_reused_and_steps_as_live_kd(script, teacher, text, tmp_path):
+    argv = ["--train_file", text["train"], "--validation_file", text["validation"], "--do_train", "--do_eval"]
+    live = script.main([*argv, *flags(teacher, tmp_path / "live", strategy="kd", distill_alpha=0.5)])
+    cache = tmp_path / "top-k"
+    cached_flags = ["--cache_teacher_topk", str(cache), "--teacher_topk_k", str(len(WORDS) + 2)]  # k = V
+    first = script.main([*argv, *cached_flags, *flags(teacher, tmp_path / "first", strategy="kd", distill_alpha=0.5)])
+    assert (cache / "teacher_cache_fingerprint.json").is_file()
+    # k = V: the live KD step, up to the cache's fp16 rounding.
+    assert first["eval_loss"] == pytest.approx(live["eval_loss"], rel=1e-3)
+    again = script.main([*argv, *cached_flags, *flags(teacher, tmp_path / "again", strategy="kd",
+                                                       distill_alpha=0.5)])
+    assert again["eval_loss"] == first["eval_loss"]
+    with pytest.raises(ValueError, match=r"was made from k=32 \(this run: 4\)"):
+        script.main([*argv, "--cache_teacher_topk", str(cache), "--teacher_topk_k", "4",
+                     *flags(teacher, tmp_path / "other", strategy="kd", distill_alpha=0.5)])
+    with pytest.raises(ValueError, match="--cache_teacher_topk serves --strategy kd"):
+        script.main([*argv, *cached_flags, *flags(teacher, tmp_path / "prokt", strategy="prokt")])
+    assert not (tmp_path / "prokt").exists()

@@ -33,6 +33,7 @@ import sys
 from dataclasses import dataclass, field
 from functools import partial
 
+import torch
 import transformers
 from transformers import (
     AutoModelForCausalLM,
@@ -43,7 +44,7 @@ from transformers import (
     set_seed,
 )
 
-from hf_prokt import ProKTTrainer, ProKTTrainingArguments
+from hf_prokt import ProKTTrainer, ProKTTrainingArguments, load_or_cache_teacher_topk
 from hf_prokt.pair_checks import check_distillation_pair
 from hf_prokt.scripting.arguments import (
     CompressionArguments,
@@ -70,6 +71,7 @@ from hf_prokt.scripting.text_blocks import (
     tokenize_into_blocks,
 )
 from hf_prokt.scripting.text_generation import greedy_sample, sample_section
+from hf_prokt.strategies import strategy_class
 
 logger = logging.getLogger(__name__)
 
@@ -122,6 +124,14 @@ class DataTrainingArguments(RunOutputArguments):
     max_train_samples: int | None = field(default=None, metadata={"help": "Keep the first N training rows."})
     max_eval_samples: int | None = field(default=None, metadata={"help": "Keep the first N evaluation rows."})
     preprocessing_num_workers: int | None = field(default=None, metadata={"help": "Processes tokenizing the data."})
+    cache_teacher_topk: str | None = field(
+        default=None,
+        metadata={"help": "strategy kd: a folder for the teacher's top-k log-probabilities of every predicted "
+                          "training position. The first run computes them (one teacher pass) and saves them there; "
+                          "later runs with the same teacher, data, k and temperature reuse them and train without "
+                          "running the teacher. A cache made from anything else is refused."},
+    )
+    teacher_topk_k: int = field(default=64, metadata={"help": "Entries per position of --cache_teacher_topk."})
 
     streaming = False  # not offered here: text_blocks reads it
 
@@ -134,6 +144,8 @@ class DataTrainingArguments(RunOutputArguments):
         if self.validation_split_percentage is not None and not 0 < self.validation_split_percentage < 100:
             raise ValueError(f"--validation_split_percentage {self.validation_split_percentage}: give a "
                              "percentage between 1 and 99.")
+        if self.cache_teacher_topk is not None and self.teacher_topk_k < 1:
+            raise ValueError(f"--teacher_topk_k {self.teacher_topk_k}: give at least 1 entry per position.")
         if self.block_size is not None and self.block_size < 2:
             raise ValueError(f"--block_size {self.block_size}: give at least 2 tokens (one to read, one to predict).")
 
@@ -241,6 +253,37 @@ def block_size_for(data_args: DataTrainingArguments, configs: list) -> int:
     return data_args.block_size
 
 
+def check_cache_arguments(data_args: DataTrainingArguments, training_args) -> None:
+    """Refuse, before anything is loaded, a top-k cache with a recipe that cannot learn from it."""
+    if not data_args.cache_teacher_topk:
+        return
+    recipe = strategy_class(training_args.strategy)
+    if not recipe.accepts_cached_logits:
+        raise ValueError(
+            f"--cache_teacher_topk serves --strategy kd (a frozen teacher), not {training_args.strategy!r}: "
+            + ("ProKT trains its teacher, so its predictions change at every step." if recipe.trains_teacher
+               else "fine-tuning has no teacher.") + " Remove --cache_teacher_topk, or use --strategy kd.")
+    if training_args.uses_intermediate_terms:
+        raise ValueError("--cache_teacher_topk keeps the teacher's top-k log-probabilities only, but the "
+                         "*_distill_weight terms need its hidden states at every step. Set them to 0, or train "
+                         "without the cache.")
+
+
+def with_cached_teacher_topk(data_args: DataTrainingArguments, teacher, train_dataset, data_collator,
+                             training_args):
+    """The training rows with the teacher's top-k log-probabilities at ``--distill_temperature``: read from
+    ``--cache_teacher_topk`` when a cache of the same teacher, rows and settings is there, else computed once (in
+    the precision of training) and saved there."""
+    if training_args.teacher_dtype is not None:  # the dtype the trainer would run the teacher in
+        teacher.to(getattr(torch, training_args.teacher_dtype))
+    precision = "bf16" if training_args.bf16 else "fp16" if training_args.fp16 else None
+    with training_args.main_process_first(desc="teacher top-k cache"):
+        return load_or_cache_teacher_topk(
+            data_args.cache_teacher_topk, teacher, train_dataset, k=data_args.teacher_topk_k,
+            temperature=training_args.distill_temperature, batch_size=training_args.per_device_eval_batch_size,
+            data_collator=data_collator, precision=precision, disable_tqdm=training_args.disable_tqdm)
+
+
 # --------------------------------------------------------------------------------------------------- main
 
 
@@ -287,6 +330,7 @@ def main(argv: list[str] | None = None) -> dict:
     transformers.utils.logging.set_verbosity(training_args.get_process_log_level())
     set_seed(training_args.seed)
 
+    check_cache_arguments(data_args, training_args)
     pair_files = check_files(data_args)
     raw = load_raw(data_args, model_args, pair_files)
     for flag, split in (("--do_train", "train"), ("--do_eval", "validation")):
@@ -328,8 +372,13 @@ def main(argv: list[str] | None = None) -> dict:
 
     # Blocks are all block_size long: nothing to pad. Pairs are padded, their padding labelled -100.
     data_collator = DataCollatorForSeq2Seq(tokenizer, label_pad_token_id=-100) if pairs else default_data_collator
+    training_teacher = teacher
+    if data_args.cache_teacher_topk and "train" in rows:
+        rows["train"] = with_cached_teacher_topk(data_args, teacher, rows["train"], data_collator, training_args)
+        if not training_args.should_evaluate_teacher:
+            training_teacher = None  # the columns replace it in training
     trainer = ProKTTrainer(
-        model=student, teacher_model=teacher, args=training_args, train_dataset=rows.get("train"),
+        model=student, teacher_model=training_teacher, args=training_args, train_dataset=rows.get("train"),
         eval_dataset=rows.get("validation"), processing_class=tokenizer, data_collator=data_collator,
         compute_metrics=perplexity_metrics, preprocess_logits_for_metrics=next_token_loss_sums,
     )

@@ -8,6 +8,13 @@ from . import classification, headless, language_models, token_classification  #
 from .base import (
     OUTPUT_SHAPE,
     TEACHER_LOGITS,
+    TEACHER_TOPK_COLUMNS,
+    TEACHER_TOPK_INDICES,
+    TEACHER_TOPK_LOGPROBS,
+    TEACHER_TOPK_MASK,
+    TEACHER_TOPK_POSITIONS,
+    TEACHER_TOPK_TEMPERATURE,
+    TEACHER_TOPK_VOCAB_SIZE,
     ForwardInputs,
     ModelKind,
     base_model,
@@ -17,5 +24,7 @@ from .base import (
     registered_kinds,
 )
 
-__all__ = ["OUTPUT_SHAPE", "TEACHER_LOGITS", "ForwardInputs", "ModelKind", "base_model", "model_config",
-           "model_kind_of", "register_model_kind", "registered_kinds"]
+__all__ = ["OUTPUT_SHAPE", "TEACHER_LOGITS", "TEACHER_TOPK_COLUMNS", "TEACHER_TOPK_INDICES", "TEACHER_TOPK_LOGPROBS",
+           "TEACHER_TOPK_MASK", "TEACHER_TOPK_POSITIONS", "TEACHER_TOPK_TEMPERATURE", "TEACHER_TOPK_VOCAB_SIZE",
+           "ForwardInputs", "ModelKind", "base_model", "model_config", "model_kind_of", "register_model_kind",
+           "registered_kinds"]

@@ -26,7 +26,18 @@ from torch import nn
 TEACHER_LOGITS = "teacher_logits"
 """The column of a training set with cached teacher logits (`hf_prokt.cache_teacher_logits`): batched beside the
 inputs, never given to a model."""
-_NOT_MODEL_INPUTS = ("labels", TEACHER_LOGITS)
+TEACHER_TOPK_LOGPROBS = "teacher_topk_logprobs"
+TEACHER_TOPK_INDICES = "teacher_topk_indices"
+TEACHER_TOPK_POSITIONS = "teacher_topk_positions"
+TEACHER_TOPK_VOCAB_SIZE = "teacher_topk_vocab_size"
+TEACHER_TOPK_TEMPERATURE = "teacher_topk_temperature"
+TEACHER_TOPK_COLUMNS = (TEACHER_TOPK_LOGPROBS, TEACHER_TOPK_INDICES, TEACHER_TOPK_POSITIONS, TEACHER_TOPK_VOCAB_SIZE,
+                        TEACHER_TOPK_TEMPERATURE)
+"""The columns of a causal-LM training set with the teacher's cached top-k log-probabilities
+(`hf_prokt.cache_teacher_topk`, layout in `hf_prokt.teacher.lm_topk_cache`)."""
+TEACHER_TOPK_MASK = "teacher_topk_mask"
+"""The batch key (never a column) of the positions the batched top-k rows belong to, ``[B, L-1]`` bool."""
+_NOT_MODEL_INPUTS = ("labels", TEACHER_LOGITS, *TEACHER_TOPK_COLUMNS, TEACHER_TOPK_MASK)
 
 
 class ModelKind:

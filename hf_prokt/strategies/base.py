@@ -76,7 +76,9 @@ class Strategy:
         wrapped_teacher: the teacher as the accelerator prepared it (the unwrapped one before `prepare_for_training`).
         teacher_optimizer, teacher_lr_scheduler: the teacher's own (a recipe that trains it), else None.
         intermediate_distiller: the learned projections of the intermediate terms, or None.
-        uses_cached_teacher_logits: whether the student learns from the training set's cached ``teacher_logits``.
+        uses_cached_teacher_logits: whether the student learns from the training set's cached ``teacher_logits``
+            (or, for a causal LM, its cached top-k log-probabilities).
+        uses_cached_topk: whether that cache is a causal LM's top-k log-probabilities (``teacher_topk_*``).
         means: the terms logged at the next log (`RunningMeans`).
     """
 
@@ -95,6 +97,7 @@ class Strategy:
     teacher_lr_scheduler = None
     intermediate_distiller: nn.Module | None = None
     uses_cached_teacher_logits = False
+    uses_cached_topk = False
     teacher_is_sharded = False
     """Whether the teacher's parameters are sharded across processes (a trained teacher under FSDP2)."""
 

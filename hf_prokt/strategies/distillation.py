@@ -20,6 +20,7 @@ from ..deepspeed import engines as deepspeed_engines
 from ..eval_mode import eval_mode
 from ..losses import IntermediateDistiller, student_loss
 from ..losses.chunked import chunked_student_loss
+from ..losses.topk import chunked_topk_student_loss, topk_student_loss
 from ..model_kinds import TEACHER_LOGITS, ForwardInputs, base_model, model_config, model_kind_of
 from ..model_kinds.lm_heads import HeadInputs, forward_to_head_inputs, why_logits_differ, why_not_chunked
 from ..pair_checks import check_distillation_pair, probe_pair
@@ -56,13 +57,15 @@ class WindowTokens:
 class Target:
     """What the student learns from: detached teacher outputs. ``logits: [B, C]`` (``[B, L, C]`` per position), as
     the model kind reads them, or, for the chunked LM loss, ``head``: what the logits are computed from (the last
-    hidden states and the output layer, `HeadInputs`); ``hidden_states`` and ``attentions`` as the model returns
-    them (or None)."""
+    hidden states and the output layer, `HeadInputs`), or, from a causal LM's top-k cache, ``topk``: its
+    log-probabilities and token ids ``[N, k]`` for the ``N`` predicted positions; ``hidden_states`` and
+    ``attentions`` as the model returns them (or None)."""
 
     logits: torch.Tensor | None
     hidden_states: tuple | None = None
     attentions: tuple | None = None
     head: HeadInputs | None = None
+    topk: tuple[torch.Tensor, torch.Tensor] | None = None
 
     @classmethod
     def detached(cls, outputs, predictions: torch.Tensor | None, head: HeadInputs | None = None) -> Target:
@@ -128,6 +131,12 @@ class Distillation(Strategy):
                     "classification head."
                 )
         kind = model_kind_of(student)
+        if self.uses_cached_topk and student is not None and kind.auto_class != "AutoModelForCausalLM":
+            raise ValueError(
+                f"the training set has cached top-k log-probabilities (teacher_topk_*), which serve causal LMs only, "
+                f"and the student is a {kind.name}. Remove those columns and pass teacher_model"
+                + (", or cache full logits with cache_teacher_logits." if not kind.is_language_model else ".")
+            )
         if student is not None and not kind.has_predictions:
             self._check_without_predictions(kind)
         if kind.is_language_model:
@@ -135,11 +144,12 @@ class Distillation(Strategy):
 
     def _check_language_models(self, kind) -> None:
         """What a generative LM cannot be distilled with (yet)."""
-        if self.uses_cached_teacher_logits:
+        if self.uses_cached_teacher_logits and not self.uses_cached_topk:
             raise ValueError(
                 f"the training set has cached {TEACHER_LOGITS!r} for a {kind.name}: full logits cost one float per "
                 "vocabulary entry and per token (128 KB per token at 32k in fp32), and an LM cache of them is not "
-                "supported. Remove the column and pass teacher_model (the live teacher)."
+                "supported. Remove the column and pass teacher_model (the live teacher), or, for a causal LM, "
+                "cache the top-k log-probabilities with cache_teacher_topk."
             )
         if kind.auto_class == "AutoModelForSeq2SeqLM" and self.args.uses_intermediate_terms:
             raise ValueError(
@@ -222,7 +232,8 @@ class Distillation(Strategy):
             reason = "under DeepSpeed ZeRO-3 the output layers' weights are partitioned outside the forward"
         else:
             batch = self.example_batch() if trainer.train_dataset is not None else None
-            for who, model in (("student", trainer.model), ("teacher", self.teacher_model)):
+            live = () if self.uses_cached_teacher_logits else (("teacher", self.teacher_model),)
+            for who, model in (("student", trainer.model), *live):
                 why = why_not_chunked(model) if model is not None else "there is no live teacher"
                 if why is None and batch is not None:
                     why = why_logits_differ(model, ForwardInputs(model).for_batch(self.kind.model_inputs(batch)),
@@ -399,7 +410,9 @@ class Distillation(Strategy):
         student_head, self._student_head = self._student_head, None
 
         alpha = args.alpha_at(self.trainer.state.global_step)
-        if student_head is not None:  # the chunked LM loss: no [B, L, V] tensor
+        if target.topk is not None:  # a causal LM's cached top-k: the predicted positions' rows only
+            loss, parts = self._topk_loss(student_outputs, student_head, target, inputs, alpha)
+        elif student_head is not None:  # the chunked LM loss: no [B, L, V] tensor
             teacher_head = target.head if alpha > 0 else None
             loss, parts = chunked_student_loss(
                 self.chunk_rows(student_head, inputs), student_head.weight,
@@ -435,6 +448,27 @@ class Distillation(Strategy):
             for name, value in parts.items():
                 self.guards["student"].add("student", f"student_{name}", value)
         return loss, student_outputs
+
+    def _topk_loss(self, student_outputs, student_head: HeadInputs | None, target: Target, inputs: dict,
+                   alpha: float):
+        """The student's KD terms from the cached top-k rows of the batch's predicted positions
+        (`hf_prokt.losses.topk`), checked against the batch first."""
+        args, (log_probs, indices) = self.args, target.topk
+        vocab_size = student_head.weight.shape[0] if student_head is not None else student_outputs.logits.shape[-1]
+        self.check_topk(inputs, vocab_size)
+        labels = self.chunk_labels(inputs)
+        if student_head is not None:
+            return chunked_topk_student_loss(
+                self.chunk_rows(student_head, inputs), student_head.weight, log_probs, indices, labels, alpha,
+                args.distill_temperature, args.label_smoothing_factor, bias=student_head.bias)
+        predictions, keep = self.kind.predictions(student_outputs), self.kind.predicted_positions(inputs)
+        rows = predictions[keep] if keep is not None else predictions.reshape(-1, vocab_size)
+        return topk_student_loss(rows, log_probs, indices, labels, alpha, args.distill_temperature,
+                                 args.label_smoothing_factor)
+
+    def check_topk(self, batch: dict, vocab_size: int) -> None:
+        """Refuse a batch's cached top-k rows that do not belong to it (`kd` only)."""
+        raise NotImplementedError
 
     def model_computes_evaluation_loss(self) -> bool:
         """A model without predictions has no loss of its own: it is evaluated on the distillation loss."""

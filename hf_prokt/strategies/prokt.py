@@ -30,7 +30,7 @@ from ..deepspeed import engines as deepspeed_engines
 from ..eval_mode import eval_mode
 from ..losses import dual_ascent, teacher_dual_loss, teacher_penalty_loss
 from ..losses.chunked import chunked_distillation_losses
-from ..model_kinds import TEACHER_LOGITS
+from ..model_kinds import TEACHER_LOGITS, TEACHER_TOPK_COLUMNS
 from ..model_kinds.lm_heads import HeadInputs
 from ..teacher import persistence
 from .distillation import NEEDS_LABELS, Distillation, Target
@@ -75,11 +75,12 @@ class ProKT(Distillation):
 
     def learns_from_cache(self, train_dataset, teacher: nn.Module | None) -> bool:
         columns = getattr(train_dataset, "column_names", None)
-        if isinstance(columns, list) and TEACHER_LOGITS in columns:
+        cached = [name for name in (TEACHER_LOGITS, *TEACHER_TOPK_COLUMNS) if name in (columns or [])]
+        if isinstance(columns, list) and cached:
             raise ValueError(
-                f"the training set has cached {TEACHER_LOGITS!r}, but strategy='prokt' trains the teacher: its logits "
+                f"the training set has cached {cached[0]!r}, but strategy='prokt' trains the teacher: its predictions "
                 f"change at every step, so no cache can stand for it. Use strategy='kd' with the cache, or remove the "
-                f"column (train_dataset.remove_columns({TEACHER_LOGITS!r})) and pass teacher_model for ProKT."
+                f"columns (train_dataset.remove_columns({cached})) and pass teacher_model for ProKT."
             )
         return False
 

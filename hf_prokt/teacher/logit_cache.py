@@ -19,6 +19,7 @@ import hashlib
 import json
 import logging
 import os
+from collections.abc import Callable
 from contextlib import nullcontext
 
 import datasets
@@ -38,7 +39,7 @@ logger = logging.getLogger(__name__)
 FINGERPRINT_NAME = "teacher_cache_fingerprint.json"
 _LABEL_KEYS = ("labels", "label", "label_ids")
 _LENGTH_KEYS = ("input_ids", "attention_mask", "inputs_embeds")
-_PRECISIONS = {"bf16": torch.bfloat16, "fp16": torch.float16}
+PRECISIONS = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 def cache_teacher_logits(
@@ -92,7 +93,7 @@ def cache_teacher_logits(
             f"the dataset already has a {column!r} column. Remove it first (dataset.remove_columns({column!r})) to "
             "compute the logits again, or train from it as it is."
         )
-    if precision not in (None, *_PRECISIONS):
+    if precision not in (None, *PRECISIONS):
         raise ValueError(f"precision={precision!r} is not one of None, 'bf16', 'fp16'.")
     if len(dataset) == 0:
         raise ValueError("the dataset is empty: there is nothing to cache.")
@@ -111,7 +112,7 @@ def cache_teacher_logits(
     first_parameter = next(teacher.parameters(), None)
     home = first_parameter.device if first_parameter is not None else None
     device = home if dispatched or home is None else PartialState().device
-    autocast = (torch.autocast(device.type, dtype=_PRECISIONS[precision]) if precision and device is not None
+    autocast = (torch.autocast(device.type, dtype=PRECISIONS[precision]) if precision and device is not None
                 else nullcontext())
     logits_per_example: list[np.ndarray] = []
     try:
@@ -146,32 +147,43 @@ def load_or_cache_teacher_logits(path: str, teacher: nn.Module, dataset: dataset
         path: a folder for ``save_to_disk`` (created on the first call).
         teacher, dataset, cache_kwargs: as for `cache_teacher_logits`.
     """
-    fingerprint = {"teacher": teacher_fingerprint(teacher), "data": dataset_fingerprint(dataset),
-                   "precision": cache_kwargs.get("precision"), "examples": len(dataset)}
+    return load_or_compute_cache(path, teacher, dataset, {"precision": cache_kwargs.get("precision")},
+                                 lambda: cache_teacher_logits(teacher, dataset, **cache_kwargs), "teacher-logits")
+
+
+def load_or_compute_cache(path: str, teacher: nn.Module, dataset: datasets.Dataset, settings: dict,
+                          compute: Callable[[], datasets.Dataset], what: str) -> datasets.Dataset:
+    """The dataset saved at ``path`` when its fingerprint (the teacher, the data and the ``settings`` the cache
+    was made with) is this call's; else refused when the fingerprint differs, or ``compute()``d and saved there
+    with its fingerprint when ``path`` does not exist. ``what`` names the cache in messages."""
+    fingerprint = {"teacher": teacher_fingerprint(teacher), "data": dataset_fingerprint(dataset), **settings,
+                   "examples": len(dataset)}
     fingerprint_path = os.path.join(path, FINGERPRINT_NAME)
     if os.path.exists(path):
         if not os.path.isfile(fingerprint_path):
-            raise ValueError(f"{path} exists but holds no teacher-logits cache ({FINGERPRINT_NAME} is missing). "
+            raise ValueError(f"{path} exists but holds no {what} cache ({FINGERPRINT_NAME} is missing). "
                              "Give another path for the cache, or delete that folder.")
         with open(fingerprint_path) as f:
             stored = json.load(f)
-        different = [name for name in ("teacher", "data", "precision") if stored.get(name) != fingerprint[name]]
+        different = [name for name in ("teacher", "data", *settings) if stored.get(name) != fingerprint[name]]
         if different:
-            what = {"teacher": "another teacher (its config or weights differ)",
-                    "data": "other training data (another file, selection or preprocessing)",
-                    "precision": f"logits in {_precision_name(stored.get('precision'))} (this run: "
-                                 f"{_precision_name(fingerprint['precision'])})"}
+            described = {"teacher": "another teacher (its config or weights differ)",
+                         "data": "other training data (another file, selection or preprocessing)",
+                         "precision": f"logits in {_precision_name(stored.get('precision'))} (this run: "
+                                      f"{_precision_name(fingerprint['precision'])})"}
+            reasons = [described.get(name, f"{name}={stored.get(name)!r} (this run: {fingerprint[name]!r})")
+                       for name in different]
             raise ValueError(
-                f"the teacher-logits cache at {path} was made from {' and '.join(what[n] for n in different)}. "
-                "Its logits do not belong to this run: delete the folder to recompute it, or give another path."
+                f"the {what} cache at {path} was made from {' and '.join(reasons)}. "
+                "It does not belong to this run: delete the folder to recompute it, or give another path."
             )
-        logger.info(f"Reusing the teacher logits cached at {path} ({stored['examples']} examples).")
+        logger.info(f"Reusing the {what} cache at {path} ({stored['examples']} examples).")
         return datasets.load_from_disk(path)
-    cached = cache_teacher_logits(teacher, dataset, **cache_kwargs)
+    cached = compute()
     cached.save_to_disk(path)
     with open(fingerprint_path, "w") as f:
         json.dump(fingerprint, f, indent=1)
-    logger.info(f"Cached the teacher logits of {len(cached)} examples at {path}.")
+    logger.info(f"Cached the {what} of {len(cached)} examples at {path}.")
     return datasets.load_from_disk(path)  # memory-mapped from disk, like a reused cache
 
 
