@@ -31,6 +31,15 @@ def student_config(trainer) -> dict:
     return config
 
 
+def teacher_config(trainer) -> dict:
+    """The student's resolved configuration without its ``optimizer`` and ``scheduler`` blocks: the teacher's
+    engine gets no DeepSpeed optimizer of its own (a torch one, or none for inference)."""
+    config = student_config(trainer)
+    for key in ("optimizer", "scheduler"):
+        config.pop(key, None)
+    return config
+
+
 def _auto_keys(config: dict, prefix: str = ""):
     for key, value in config.items():
         if isinstance(value, dict):
@@ -98,9 +107,7 @@ def inference_engine(trainer, teacher: nn.Module):
     """A frozen teacher wrapped for inference (``deepspeed.initialize`` without optimizer), in eval mode."""
     import deepspeed
 
-    config = student_config(trainer)
-    for key in ("optimizer", "scheduler"):
-        config.pop(key, None)
+    config = teacher_config(trainer)
     if zero_stage(config) != 3:
         config["zero_optimization"] = {**config.get("zero_optimization", {}), "stage": 0}
     engine, *_ = deepspeed.initialize(model=teacher, config=config)
@@ -114,9 +121,7 @@ def training_engine(trainer, teacher: nn.Module, optimizer):
     strategy steps it after each applied step)."""
     import deepspeed
 
-    config = student_config(trainer)
-    for key in ("optimizer", "scheduler"):
-        config.pop(key, None)
+    config = teacher_config(trainer)
     config["zero_allow_untested_optimizer"] = True  # a torch optimizer, as the Trainer gives the student's
     engine, engine_optimizer, *_ = deepspeed.initialize(model=teacher, optimizer=optimizer, config=config)
     return engine, engine_optimizer

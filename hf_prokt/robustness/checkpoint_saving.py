@@ -9,7 +9,6 @@ every process has written its part, mark it complete and rename it to ``checkpoi
 from __future__ import annotations
 
 import os
-import shutil
 
 from transformers.trainer import TRAINER_STATE_NAME
 from transformers.trainer_utils import SaveStrategy
@@ -65,7 +64,8 @@ class CrashSafeCheckpointsMixin:
             if os.path.isdir(earlier):
                 self.state.best_model_checkpoint = earlier
         self._staging, self._held_pushes = staging, []
-        try:
+        # A partial checkpoint would fill the disk until the next save: it is removed on any failure.
+        with disk_full.removed_on_failure(staging, run_dir, name, remove=self.args.should_save):
             try:
                 super()._save_checkpoint(model, trial)
             finally:
@@ -79,14 +79,6 @@ class CrashSafeCheckpointsMixin:
                 crash_safe_checkpoints.write_completeness_marker(staged, self.state.global_step)
                 crash_safe_checkpoints.publish(staged, final)
                 crash_safe_checkpoints.remove_stale_staging(run_dir)
-        except Exception as error:  # a partial checkpoint would fill the disk until the next save: remove it
-            known = disk_full.space(run_dir)
-            full = disk_full.is_no_space(error, run_dir)
-            if self.args.should_save:
-                shutil.rmtree(staging, ignore_errors=True)
-            if full:
-                raise disk_full.no_space_error(error, run_dir, name, known) from error
-            raise
         self.accelerator.wait_for_everyone()
         if pushes:
             self._push_from_checkpoint(final)

@@ -20,6 +20,8 @@ import shutil
 
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, sort_checkpoints
 
+from .fsync import fsync_path
+
 logger = logging.getLogger(__name__)
 
 COMPLETE_MARKER = "checkpoint_complete.json"
@@ -134,7 +136,7 @@ def publish(staged: str, final: str) -> None:
         shutil.rmtree(aside, ignore_errors=True)
         os.replace(final, aside)
     os.replace(staged, final)
-    _fsync_directory(os.path.dirname(final))
+    fsync_path(os.path.dirname(final))
     if aside is not None:
         shutil.rmtree(aside, ignore_errors=True)
 
@@ -166,16 +168,3 @@ def rotate(run_dir: str, save_total_limit: int | None, best_model_checkpoint: st
             shutil.rmtree(folder, ignore_errors=True)
             deleted.append(folder)
     return deleted
-
-
-def _fsync_directory(path: str) -> None:
-    try:
-        descriptor = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(descriptor)
-    except OSError:
-        pass
-    finally:
-        os.close(descriptor)

@@ -12,6 +12,8 @@ from __future__ import annotations
 import errno
 import os
 import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 # torch's zip writer on a short write; it gives no errno, so the free space decides (`_looks_full`).
 _TORCH_SHORT_WRITE = ("unexpected pos", "file write failed", "iostream error")
@@ -68,3 +70,20 @@ def no_space_error(error: BaseException, folder: str, what: str, known: tuple[in
     )
     raised.errno = errno.ENOSPC
     return raised
+
+
+@contextmanager
+def removed_on_failure(partial: str, folder: str, what: str, remove: bool = True) -> Iterator[None]:
+    """Run a save into ``partial`` (a staging folder inside ``folder``); on any failure, KeyboardInterrupt included,
+    delete ``partial`` (when ``remove``: the process that writes) and re-raise, a full disk as `NoSpaceLeftError`
+    naming ``what`` and ``folder``."""
+    try:
+        yield
+    except BaseException as error:
+        known = space(folder)  # before the clean-up frees the partial files
+        full = isinstance(error, Exception) and is_no_space(error, folder)
+        if remove:
+            shutil.rmtree(partial, ignore_errors=True)
+        if full:
+            raise no_space_error(error, folder, what, known) from error
+        raise

@@ -16,6 +16,7 @@ import shutil
 from collections.abc import Callable
 
 from . import disk_full
+from .fsync import fsync_path
 
 STAGING_NAME = ".partial-save"
 # safetensors (>= 0.7) writes through a temporary file named like this in the target folder, then renames it.
@@ -47,16 +48,6 @@ def remove_stale_files(output_dir: str) -> list[str]:
     return removed
 
 
-def _fsync(path: str) -> None:
-    descriptor = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(descriptor)
-    except OSError:  # some file systems refuse fsync on folders
-        pass
-    finally:
-        os.close(descriptor)
-
-
 def publish(staged: str, output_dir: str) -> list[str]:
     """Move every entry of ``staged`` into ``output_dir`` (after fsyncing it), replacing what is there, then delete
     ``staged``. Weight files of an earlier save that the new one does not have are deleted first. Returns the
@@ -64,7 +55,7 @@ def publish(staged: str, output_dir: str) -> list[str]:
     names = sorted(os.listdir(staged))
     for root, _, files in os.walk(staged):
         for name in files:
-            _fsync(os.path.join(root, name))
+            fsync_path(os.path.join(root, name))
     weights = {p for pattern in _WEIGHT_PATTERNS for p in glob.glob(os.path.join(glob.escape(staged), pattern))}
     if weights:
         for pattern in _WEIGHT_PATTERNS:
@@ -76,7 +67,7 @@ def publish(staged: str, output_dir: str) -> list[str]:
         if os.path.isdir(target) and not os.path.islink(target):  # os.replace cannot replace a folder
             shutil.rmtree(target)
         os.replace(source, target)
-    _fsync(output_dir)
+    fsync_path(output_dir)
     shutil.rmtree(staged, ignore_errors=True)
     return names
 
@@ -99,17 +90,9 @@ def save_atomically(output_dir: str, write: Callable[[str], None], is_writer: bo
     if is_writer:
         remove_stale_files(output_dir)
     wait()
-    try:
+    with disk_full.removed_on_failure(staged, output_dir, "the model", remove=is_writer):
         write(staged)
         wait()  # every process has written its part
-    except BaseException as error:
-        known = disk_full.space(output_dir)  # before the clean-up frees the partial files
-        full = isinstance(error, Exception) and disk_full.is_no_space(error, output_dir)
-        if is_writer:
-            shutil.rmtree(staged, ignore_errors=True)
-        if full:
-            raise disk_full.no_space_error(error, output_dir, "the model", known) from error
-        raise
     if is_writer and os.path.isdir(staged):
         publish(staged, output_dir)
     wait()
