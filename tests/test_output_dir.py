@@ -1,4 +1,5 @@
-"""An output_dir holding an earlier run is refused unless overwritten (then cleared) or resumed, and
+"""An output_dir holding an earlier run is refused unless overwritten (then set aside until the new student is
+saved, and put back when the new run fails before its first checkpoint) or resumed, and
 ``--resume_from_checkpoint true|last`` resumes from its last checkpoint: `hf_prokt.scripting.run_folder` and both
 example scripts."""
 
@@ -9,10 +10,13 @@ import pytest
 
 from hf_prokt.robustness.crash_safe_checkpoints import write_completeness_marker
 from hf_prokt.scripting.run_folder import (
+    PREVIOUS_RUN_DIR,
+    PreviousRun,
     check_output_dir,
     clear_previous_run,
     previous_run_files,
     resolve_resume_checkpoint,
+    set_aside_previous_run,
 )
 from tests.test_image_classification import QUIET
 from tests.test_image_classification import SCRIPT as IMAGE_SCRIPT
@@ -73,6 +77,100 @@ def test_check_and_clear_keep_what_is_not_a_run(tmp_path):
     removed = clear_previous_run(str(tmp_path))
     assert len(removed) == 6 and previous_run_files(str(tmp_path)) == []
     assert sorted(os.listdir(tmp_path)) == ["data", "notes.txt"]
+
+
+def earlier_run(folder) -> dict:
+    """A finished run's files in ``folder`` beside a file of the user's; returns the snapshot."""
+    folder.mkdir(exist_ok=True)
+    (folder / "notes.txt").write_text("mine")
+    for name in ("config.json", "model.safetensors", "all_results.json"):
+        (folder / name).write_text(f"old {name}")
+    (folder / "checkpoint-4").mkdir()
+    (folder / "checkpoint-4" / "trainer_state.json").write_text("{}")
+    write_completeness_marker(str(folder / "checkpoint-4"), 4)
+    return snapshot(folder)
+
+
+def new_run_files(folder, checkpoint: bool) -> None:
+    (folder / "trainer_state.json").write_text("new")
+    (folder / "checkpoint-1").mkdir()
+    (folder / "checkpoint-1" / "trainer_state.json").write_text("{}")
+    if checkpoint:
+        write_completeness_marker(str(folder / "checkpoint-1"), 1)
+
+
+def test_a_run_that_fails_before_its_first_checkpoint_puts_the_earlier_run_back(tmp_path):
+    before = earlier_run(tmp_path)
+    moved = set_aside_previous_run(str(tmp_path))
+    assert len(moved) == 4 and sorted(os.listdir(tmp_path)) == [PREVIOUS_RUN_DIR, "notes.txt"]
+    with pytest.raises(RuntimeError, match="NaN"):
+        with PreviousRun(str(tmp_path), is_main=True).kept_until_saved():
+            new_run_files(tmp_path, checkpoint=False)  # an interrupted save: no completeness marker
+            raise RuntimeError("NaN loss")
+    assert snapshot(tmp_path) == before
+
+
+def test_a_run_that_fails_after_a_checkpoint_keeps_both_and_its_student_deletes_the_earlier_one(tmp_path):
+    before = earlier_run(tmp_path)
+    set_aside_previous_run(str(tmp_path))
+    with pytest.raises(KeyboardInterrupt):
+        with PreviousRun(str(tmp_path), is_main=True).kept_until_saved():
+            new_run_files(tmp_path, checkpoint=True)
+            raise KeyboardInterrupt
+    assert (tmp_path / "checkpoint-1").is_dir()  # resumable
+    kept = {os.path.relpath(path, PREVIOUS_RUN_DIR): content for path, content in snapshot(tmp_path).items()
+            if path.startswith(PREVIOUS_RUN_DIR)}
+    assert kept == {path: content for path, content in before.items() if path != "notes.txt"}
+    with pytest.raises(ValueError, match=f"set aside in {PREVIOUS_RUN_DIR}"):
+        check_output_dir(str(tmp_path), False, None)
+    # The resumed run (no --overwrite_output_dir) writes its student: the earlier run goes.
+    with PreviousRun(str(tmp_path), is_main=True).kept_until_saved():
+        (tmp_path / "model.safetensors").write_text("new")
+    assert not (tmp_path / PREVIOUS_RUN_DIR).exists() and (tmp_path / "notes.txt").read_text() == "mine"
+
+
+def test_an_overwrite_after_a_killed_overwrite_keeps_the_run_set_aside_first(tmp_path):
+    before = earlier_run(tmp_path)
+    set_aside_previous_run(str(tmp_path))
+    new_run_files(tmp_path, checkpoint=False)  # then the process was killed
+    assert set_aside_previous_run(str(tmp_path)) == []
+    assert sorted(os.listdir(tmp_path)) == [PREVIOUS_RUN_DIR, "notes.txt"]
+    with pytest.raises(OSError):
+        with PreviousRun(str(tmp_path), is_main=True).kept_until_saved():
+            raise OSError("disk full")
+    assert snapshot(tmp_path) == before
+
+
+def test_a_move_interrupted_by_a_kill_is_completed(tmp_path):
+    before = earlier_run(tmp_path)
+    partial = tmp_path / f"{PREVIOUS_RUN_DIR}.partial"
+    partial.mkdir()
+    os.replace(tmp_path / "config.json", partial / "config.json")  # killed after moving one file
+    set_aside_previous_run(str(tmp_path))
+    assert sorted(os.listdir(tmp_path)) == [PREVIOUS_RUN_DIR, "notes.txt"]
+    with pytest.raises(ValueError):
+        with PreviousRun(str(tmp_path), is_main=True).kept_until_saved():
+            raise ValueError("bad")
+    assert snapshot(tmp_path) == before
+
+
+def test_run_glue_overwrite_that_fails_in_its_final_save_leaves_the_earlier_student(run_glue, tmp_path,
+                                                                                   monkeypatch):
+    models = model_dirs_in(tmp_path / "models")
+    train, dev = single_sentence_files(tmp_path)
+    base = dict(train_file=train, validation_file=dev, teacher_model_name_or_path=models["teacher"],
+                student_num_layers=2, max_steps=1, save_strategy="no")
+    run_glue.main(common_args(tmp_path, **base))
+    out = tmp_path / "out"
+    before = snapshot(out)
+
+    def full_disk(self, *args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr("hf_prokt.ProKTTrainer.save_model", full_disk)
+    with pytest.raises(OSError, match="No space left"):
+        run_glue.main(common_args(tmp_path, overwrite_output_dir=True, **base))
+    assert snapshot(out) == before
 
 
 @pytest.fixture(scope="module")

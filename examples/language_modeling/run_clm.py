@@ -383,15 +383,16 @@ def main(argv: list[str] | None = None) -> dict:
         compute_metrics=perplexity_metrics, preprocess_logits_for_metrics=next_token_loss_sums,
     )
 
-    replace_previous_run(trainer, data_args.overwrite_output_dir, logger.info)  # every check passed
+    previous_run = replace_previous_run(trainer, data_args.overwrite_output_dir, logger.info)  # every check passed
 
     results = {}
     if training_args.do_train:
-        train_result = trainer.train(resume_from_checkpoint=resume_from)
-        metrics = {**train_result.metrics, "train_samples": len(rows["train"])}
-        if model_args.measure_compression and teacher is not None:  # before save_model: the card carries them
-            results.update(measure_text_compression(trainer, teacher, rows["train"], data_collator, model_args))
-        trainer.save_model()
+        with previous_run.kept_until_saved():  # the earlier run is deleted once the student is saved
+            train_result = trainer.train(resume_from_checkpoint=resume_from)
+            metrics = {**train_result.metrics, "train_samples": len(rows["train"])}
+            if model_args.measure_compression and teacher is not None:  # before save_model: the card carries them
+                results.update(measure_text_compression(trainer, teacher, rows["train"], data_collator, model_args))
+            trainer.save_model()
         trainer.log_metrics("train", metrics)
         trainer.save_metrics("train", metrics)
         trainer.save_state()

@@ -410,15 +410,17 @@ def main(argv: list[str] | None = None) -> dict:
         data_collator=data_collator,
     )
 
-    replace_previous_run(trainer, data_args.overwrite_output_dir, logger.info)  # every check passed
+    previous_run = replace_previous_run(trainer, data_args.overwrite_output_dir, logger.info)  # every check passed
 
     results = {}
     if training_args.do_train:
-        train_result = trainer.train(resume_from_checkpoint=resume_from)
-        metrics = {**train_result.metrics, "train_samples": len(processed["train"])}
-        if model_args.measure_compression:  # before save_model, so that the card carries the figures
-            results.update(measure_text_compression(trainer, teacher, processed["train"], data_collator, model_args))
-        trainer.save_model()
+        with previous_run.kept_until_saved():  # the earlier run is deleted once the student is saved
+            train_result = trainer.train(resume_from_checkpoint=resume_from)
+            metrics = {**train_result.metrics, "train_samples": len(processed["train"])}
+            if model_args.measure_compression:  # before save_model, so that the card carries the figures
+                results.update(measure_text_compression(trainer, teacher, processed["train"], data_collator,
+                                                        model_args))
+            trainer.save_model()
         trainer.log_metrics("train", metrics)
         trainer.save_metrics("train", metrics)
         trainer.save_state()

@@ -132,7 +132,9 @@ class RunOutputArguments:
     overwrite_output_dir: bool = field(
         default=False,
         metadata={"help": "Train into an output_dir that holds an earlier run: its checkpoints, results, plot and "
-                          "model are deleted first (without this flag, or --resume_from_checkpoint, it is refused)."},
+                          "model are moved into output_dir/.previous-run, deleted once the new student is saved and "
+                          "put back if the new run fails before its first checkpoint (without this flag, or "
+                          "--resume_from_checkpoint, it is refused)."},
     )
     plot: bool = field(
         default=False,
